@@ -1,0 +1,165 @@
+"""Training steps, split small: fit_loop -> run_epoch -> train_step, plus the masks they use.
+
+Training teaches one model both jobs: in each batch the encoder is denied a random
+subset of observed values (imputation) and, for a random share of the series, every
+observation after a random cut in the window (forecasting); the likelihood scores all
+observed values.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ._collate import Batch, Scaling, collate
+from ._frame import SeriesSet
+
+HOLDOUT_TAIL = 0.2
+HOLDOUT_RANDOM = 0.1
+HOLDOUT_SEED = 0
+
+
+def holdout_mask(series: SeriesSet, seed: int = HOLDOUT_SEED) -> np.ndarray:
+    """Reproducible held-out observed values, used by ``score`` and early stopping.
+
+    A value is held out when it lies in the last ``HOLDOUT_TAIL`` (20%) of its series'
+    window (forecasting) or, elsewhere, with probability ``HOLDOUT_RANDOM`` (10%) from a
+    generator seeded with ``seed`` (imputation).
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (n_points, n_features)
+    """
+    observed = ~np.isnan(series.values)
+    owner = series.point_series()
+    last = series.time[np.maximum(series.offsets[1:] - 1, 0)]
+    span = (last - series.origin)[owner]
+    rel = np.divide(series.time - series.origin[owner], span, out=np.zeros_like(span), where=span > 0)
+    tail = (rel > 1 - HOLDOUT_TAIL)[:, None]
+    rng = np.random.default_rng(seed)
+    rand = rng.random(observed.shape) < HOLDOUT_RANDOM
+    return observed & (tail | rand)
+
+
+def hide(series: SeriesSet, mask: np.ndarray) -> SeriesSet:
+    """A copy of ``series`` with the values under ``mask`` set to NaN."""
+    values = series.values.copy()
+    values[mask] = np.nan
+    return SeriesSet(series.ids, series.time, values, series.offsets, series.origin, series.row_point)
+
+
+def train_encoder_mask(batch: Batch, mask_fraction: float, forecast_fraction: float, generator) -> torch.Tensor:
+    """What the encoder may see in a training batch: (batch, time, features) float mask.
+
+    Each observed value is hidden with probability ``mask_fraction``; each series, with
+    probability ``forecast_fraction``, loses everything after a cut drawn uniformly
+    between 25% and 90% of its window.
+    """
+    b, n_t, n_f = batch.m.shape
+    dev, dt = batch.m.device, batch.m.dtype
+    keep = (torch.rand((b, n_t, n_f), generator=generator, device=dev) >= mask_fraction).to(dt)
+    forecast = torch.rand((b, 1), generator=generator, device=dev) < forecast_fraction
+    cut = (0.25 + 0.65 * torch.rand((b, 1), generator=generator, device=dev)) * batch.t[:, -1:]
+    before = (batch.t <= cut) | ~forecast
+    return batch.m * keep * before.unsqueeze(-1).to(dt)
+
+
+def evaluate_mse(model, series: SeriesSet, scaling: Scaling, batch_size: int, solver, device,
+                 seed: int = HOLDOUT_SEED) -> float:
+    """MSE (standardised units) on :func:`holdout_mask`'s values, the encoder seeing the rest."""
+    held = holdout_mask(series, seed)
+    if not held.any():
+        return float("nan")
+    visible = hide(series, held)
+    sq, n = 0.0, 0.0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, series.n_series, batch_size):
+            idx = np.arange(start, min(start + batch_size, series.n_series))
+            full = collate(series, idx, scaling, device)
+            seen = collate(visible, idx, scaling, device)
+            mu, _ = model.encoder(seen.t, seen.x, seen.m)
+            xhat = model.decoder(mu.unsqueeze(0), full.t, **solver)[0]
+            target = full.m - seen.m
+            sq += float(((xhat - full.x).pow(2) * target).sum())
+            n += float(target.sum())
+    return sq / max(n, 1.0)
+
+
+def train_step(model, optimizer, batch: Batch, est, kl_weight: float, generator, solver) -> dict:
+    """One optimisation step on one batch; returns its statistics (loss, mse, kl, nfe)."""
+    model.train()
+    dyn, enc = model.decoder.dynamics, model.encoder
+    nfe0, enc0 = dyn.nfe, enc.nfe
+    prior0 = getattr(model.prior, "nfe", 0)
+    enc_mask = train_encoder_mask(batch, est.mask_fraction, est.forecast_fraction, generator)
+    optimizer.zero_grad(set_to_none=True)
+    loss, stats = model.loss(batch, enc_mask, n_samples=est.n_samples, kl_weight=kl_weight, generator=generator,
+                             solver=solver)
+    nfe_fwd = dyn.nfe - nfe0
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"the training loss became {float(loss)}; lower lr (now {est.lr}) or tighten rtol/atol."
+        )
+    loss.backward()
+    optimizer.step()
+    stats.update(loss=float(loss.detach()), nfe_forward=nfe_fwd, nfe_backward=dyn.nfe - nfe0 - nfe_fwd,
+                 nfe_encoder=enc.nfe - enc0, nfe_prior=getattr(model.prior, "nfe", 0) - prior0)
+    return stats
+
+
+def run_epoch(model, optimizer, series: SeriesSet, scaling: Scaling, est, epoch: int, rng, generator, solver,
+              device) -> dict:
+    """One pass over the training series in random batches; returns mean statistics."""
+    order = rng.permutation(series.n_series)
+    kl_weight = 1.0 if est.kl_warmup <= 0 else min(1.0, (epoch + 1) / est.kl_warmup)
+    totals, n_batches = {}, 0
+    for start in range(0, len(order), est.batch_size):
+        batch = collate(series, order[start:start + est.batch_size], scaling, device)
+        stats = train_step(model, optimizer, batch, est, kl_weight, generator, solver)
+        for k, v in stats.items():
+            totals[k] = totals.get(k, 0.0) + v
+        n_batches += 1
+    out = {k: v / n_batches for k, v in totals.items()}
+    for k in ("nfe_forward", "nfe_backward", "nfe_encoder", "nfe_prior"):
+        out[k] = int(totals.get(k, 0))
+    out["kl_weight"] = kl_weight
+    return out
+
+
+def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling, est, rng, generator, solver,
+             device) -> list[dict]:
+    """Adam over ``est.max_epochs`` epochs with early stopping on the validation MSE.
+
+    The best weights (lowest validation MSE, or last epoch without validation) are
+    restored into ``model``. Returns the per-epoch history.
+    """
+    optimizer = torch.optim.Adam(model.parameters(), lr=est.lr, weight_decay=est.weight_decay)
+    history, best, best_state, waited = [], np.inf, None, 0
+    bar = tqdm(range(est.max_epochs), disable=not est.verbose, desc="fit", unit="epoch")
+    for epoch in bar:
+        t0 = time.perf_counter()
+        stats = run_epoch(model, optimizer, train, scaling, est, epoch, rng, generator, solver, device)
+        train_seconds = time.perf_counter() - t0
+        v = evaluate_mse(model, valid, scaling, est.batch_size, solver, device) if valid is not None else np.nan
+        record = {"epoch": epoch + 1, **stats, "valid_mse": v, "train_seconds": train_seconds,
+                  "seconds": time.perf_counter() - t0}
+        history.append(record)
+        bar.set_postfix(loss=f"{stats['loss']:.3f}", valid_mse=f"{v:.4f}", nfe=stats["nfe_forward"])
+        if valid is None or not np.isfinite(v):
+            continue
+        if v < best:
+            best, waited = v, 0
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch + 1 >= est.kl_warmup:  # no stopping while the KL weight still grows
+            waited += 1
+            if est.patience is not None and waited >= est.patience:
+                break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return history

@@ -1,0 +1,147 @@
+"""The latent ODE dz/dt = f(z), decoded at per-series query times on one short shared grid.
+
+Change of time variable
+-----------------------
+Series ``i`` wants z at its own sorted query times ``u_i1 <= ... <= u_iQ`` (model time,
+origin 0 where z0 sits). With ``u_i0 = 0`` define the piecewise-linear map
+``t_i(s) = u_ij + (s - j) (u_i,j+1 - u_ij)`` for ``s`` in ``[j, j+1]``. Then
+``y_i(s) = z_i(t_i(s))`` solves ``dy/ds = f(y) * (u_i,j+1 - u_ij)`` and
+``y_i(j) = z_i(u_ij)``: every series of the batch is read off at the *same* integer
+grid ``s = 0, 1, ..., Q``, so the solver has ``Q`` output intervals (the per-series
+count), not the size of the union of all series' times. Padding repeats the last query
+(zero-length intervals cost one cheap step). Query times before the origin are fine:
+that interval simply runs backwards. The rate is discontinuous at integer ``s``; adaptive
+solvers get these points as ``jump_t`` and fixed-grid solvers use torchdiffeq's
+``perturb`` so each evaluation sees the rate of its own interval.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchdiffeq import odeint, odeint_adjoint
+
+from .encoders import mlp
+
+ADAPTIVE = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
+FIXED = {"euler", "midpoint", "rk4", "explicit_adams", "implicit_adams"}
+METHODS = sorted(ADAPTIVE | FIXED)
+
+
+class SolverError(RuntimeError):
+    """The ODE solver gave up (step cap reached: stiff or exploding dynamics)."""
+
+
+class LatentDynamics(nn.Module):
+    """Autonomous field f: (..., latent_dim) -> (..., latent_dim), an MLP with tanh.
+
+    ``nfe`` counts evaluations (forward solves and adjoint backward solves alike).
+    """
+
+    def __init__(self, latent_dim: int, width: int = 50, n_layers: int = 3):
+        super().__init__()
+        self.net = mlp(latent_dim, width, latent_dim, n_layers)
+        self.nfe = 0
+
+    def forward(self, z):
+        self.nfe += 1
+        return self.net(z)
+
+
+class TimeChangedField(nn.Module):
+    """dy/ds = f(y) * rate[:, floor(s)] for y of shape (..., batch, latent_dim).
+
+    ``rates`` (batch, Q) is set before each solve and must stay until its backward pass
+    (the adjoint re-evaluates the field then); it carries no gradient.
+    """
+
+    def __init__(self, field: LatentDynamics):
+        super().__init__()
+        self.field = field
+        self.rates: torch.Tensor | None = None
+
+    def forward(self, s, y):
+        j = torch.floor(s).clamp(0, self.rates.shape[1] - 1).long().reshape(1)
+        return self.field(y) * self.rates.index_select(1, j)
+
+
+def decode_latent(func: TimeChangedField, z0: torch.Tensor, tq: torch.Tensor, *, method="dopri5",
+                  rtol=1e-3, atol=1e-4, adjoint=True, max_num_steps=1000) -> torch.Tensor:
+    """Solve the latent ODE from z0 (at model time 0) to each series' query times.
+
+    Parameters
+    ----------
+    func : TimeChangedField
+    z0 : Tensor, shape (samples, batch, latent_dim)
+    tq : Tensor, shape (batch, Q)
+        Query times per series, ascending along Q (padding repeats the last one).
+    method, rtol, atol : solver settings passed to torchdiffeq.
+    adjoint : bool
+        ``odeint_adjoint`` (memory flat in the number of solver steps) or backprop
+        through the solver.
+    max_num_steps : int
+        Cap on accepted steps per output interval for adaptive methods.
+
+    Returns
+    -------
+    Tensor, shape (samples, batch, Q, latent_dim)
+
+    Raises
+    ------
+    SolverError
+        When an adaptive solver hits ``max_num_steps``.
+    """
+    n_q = tq.shape[1]
+    knots = torch.cat([torch.zeros_like(tq[:, :1]), tq], dim=1)
+    func.rates = (knots[:, 1:] - knots[:, :-1]).detach()
+    s = torch.arange(n_q + 1, dtype=torch.float64, device=z0.device).to(z0.dtype)
+    if method in ADAPTIVE:
+        options = {"max_num_steps": max_num_steps}
+        if n_q > 1:
+            options["jump_t"] = s[1:-1]
+    else:
+        options = {"perturb": True}
+    kwargs = dict(rtol=rtol, atol=atol, method=method, options=options)
+    try:
+        if adjoint:
+            adj_options = dict(options, norm="seminorm")
+            ys = odeint_adjoint(func, z0, s, adjoint_options=adj_options, **kwargs)
+        else:
+            ys = odeint(func, z0, s, **kwargs)
+    except AssertionError as err:  # torchdiffeq signals the step cap with an assert
+        if "max_num_steps" in str(err):
+            raise SolverError(
+                f"the ODE solver ({method}) reached max_num_steps={max_num_steps} within one output interval: "
+                "the learned dynamics are stiff or exploding. Lower lr, loosen rtol/atol, raise max_num_steps "
+                "or use a fixed-step method such as method='rk4'."
+            ) from err
+        raise
+    return ys[1:].permute(1, 2, 0, 3)
+
+
+class Decoder(nn.Module):
+    """Latent dynamics plus a linear read-out to the variables and a per-variable noise scale.
+
+    Attributes
+    ----------
+    log_noise : Parameter, shape (n_features,)
+        log of the observation noise standard deviation (standardised units).
+    """
+
+    def __init__(self, latent_dim: int, n_features: int, width: int = 50, n_layers: int = 3,
+                 noise_min: float = 1e-3):
+        super().__init__()
+        self.dynamics = LatentDynamics(latent_dim, width, n_layers)
+        self.func = TimeChangedField(self.dynamics)
+        self.readout = nn.Linear(latent_dim, n_features)
+        self.log_noise = nn.Parameter(torch.full((n_features,), -0.5))
+        self.noise_min = noise_min
+
+    @property
+    def noise_std(self) -> torch.Tensor:
+        """(n_features,) observation noise standard deviation, at least ``noise_min``."""
+        return self.log_noise.exp() + self.noise_min
+
+    def forward(self, z0, tq, **solver):
+        """(samples, batch, latent) and (batch, Q) -> predicted means (samples, batch, Q, features)."""
+        return self.readout(decode_latent(self.func, z0, tq, **solver))

@@ -1,0 +1,468 @@
+"""LatentODERegressor: the scikit-learn style estimator on long pandas frames."""
+
+from __future__ import annotations
+
+import json
+import numbers
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from ._collate import Scaling, collate, pad_queries
+from ._frame import SeriesSet, TimeKind, group_points, validate_frame
+from ._training import evaluate_mse, fit_loop
+from .decoder import METHODS
+from .encoders import ENCODERS
+from .model import LatentODE
+from .priors import PRIORS
+
+_FORMAT_VERSION = 1
+
+
+def _check_choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {sorted(choices)}.")
+
+
+def _check_number(name, value, *, low=None, high=None, integer=False, low_open=False, allow_none=False):
+    if value is None and allow_none:
+        return
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise TypeError(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}.")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}.")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value!r}.")
+
+
+def _resolve_device(device) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not 'auto' or a torch device such as 'cpu' or 'cuda'.") from err
+
+
+class LatentODERegressor(BaseEstimator):
+    """Latent ODE for irregularly sampled multivariate time series in long format.
+
+    An encoder (ODE-RNN or GRU) reads each series' observations backwards to a Gaussian
+    q(z0|x) over a latent state at the start of the series' window; a latent ODE
+    dz/dt = f(z), solved with torchdiffeq, carries z0 to any query time; a linear
+    read-out gives the variables. Trained by the ELBO (or IWAE bound) on observed values
+    only: no imputation or regular grid is ever needed.
+
+    Parameters
+    ----------
+    id_col, time_col : str or None, default=None
+        Column names. None finds ``unique_id``/``id`` and ``ds``/``time``/``timestamp``;
+        a frame without an id column is one series.
+    value_cols : list of str or None, default=None
+        The variables; None takes every other column (all must be numeric).
+    encoder : {"odernn", "gru"}, default="odernn"
+        ODE-RNN (hidden state follows an ODE between observations; more accurate on
+        long gaps) or a GRU fed time gaps (faster).
+    latent_dim : int, default=20
+    encoder_dim : int, default=40
+        Encoder hidden state size.
+    width, n_layers : int, default=50, 3
+        Width and depth of the MLPs (latent dynamics and encoder ODE).
+    prior : {"normal", "cnf"}, default="normal"
+        Prior over z0: standard normal, or a continuous normalizing flow.
+    prior_options : dict or None, default=None
+        Keyword options of the prior (see :mod:`latentode.priors`).
+    method : str, default="dopri5"
+        torchdiffeq solver for the latent ODE. Adaptive methods use ``rtol``/``atol``.
+    rtol, atol : float, default=1e-3, 1e-4
+    adjoint : bool, default=True
+        ``odeint_adjoint`` (memory flat in the number of solver steps, backward solve
+        costs more) or backpropagation through the solver (faster for short grids, memory
+        grows with the steps).
+    max_num_steps : int, default=1000
+        Cap on adaptive solver steps per output interval: stiff or exploding dynamics end
+        in a :class:`~latentode.decoder.SolverError` instead of a hang.
+    n_samples : int, default=1
+        z0 samples per series in the bound; 1 is the ELBO (analytic KL for the normal
+        prior), K > 1 the IWAE bound (with its -log K term).
+    kl_warmup : int, default=10
+        Epochs over which the KL weight grows linearly to 1 (0: no warm-up).
+    mask_fraction : float, default=0.2
+        Share of observed values hidden from the encoder in each batch (trains imputation).
+    forecast_fraction : float, default=0.5
+        Share of series per batch whose window is cut at a random point (25-90% of the
+        window) for the encoder (trains forecasting). All observed values are scored.
+    max_epochs, batch_size : int, default=100, 50
+    lr, weight_decay : float, default=1e-2, 0.0
+        Adam settings.
+    validation_fraction : float, default=0.1
+        Share of series held out for early stopping (0 disables it).
+    patience : int or None, default=10
+        Epochs without improvement of the validation MSE before stopping (counted after
+        the KL warm-up); the best weights are restored.
+    device : str, default="auto"
+        "auto" uses CUDA when available.
+    random_state : int, RandomState or None, default=None
+        Makes a fit reproducible at a fixed thread count.
+    verbose : int, default=0
+        1 shows a tqdm progress bar (loss, validation MSE, NFE).
+
+    Attributes
+    ----------
+    module_ : LatentODE
+    scaling_ : Scaling
+        Per-variable mean/std and the time unit (median window span of the training series).
+    time_kind_ : TimeKind
+    id_col_, time_col_ : str or None
+    feature_names_in_ : ndarray of str, n_features_in_ : int
+    history_ : list of dict
+        Per epoch: loss, mse, kl, valid_mse, NFE (forward, backward, encoder, prior), seconds.
+
+    Examples
+    --------
+    >>> from latentode import LatentODERegressor
+    >>> from latentode.datasets import make_synthetic
+    >>> df, _ = make_synthetic(n_series=8, random_state=0)
+    >>> est = LatentODERegressor(latent_dim=4, encoder_dim=8, width=16, max_epochs=1,
+    ...                          validation_fraction=0, random_state=0).fit(df)
+    >>> est.impute(df).shape == df.shape
+    True
+    """
+
+    def __init__(self, *, id_col=None, time_col=None, value_cols=None, encoder="odernn", latent_dim=20,
+                 encoder_dim=40, width=50, n_layers=3, prior="normal", prior_options=None, method="dopri5",
+                 rtol=1e-3, atol=1e-4, adjoint=True, max_num_steps=1000, n_samples=1, kl_warmup=10,
+                 mask_fraction=0.2, forecast_fraction=0.5, max_epochs=100, batch_size=50, lr=1e-2,
+                 weight_decay=0.0, validation_fraction=0.1, patience=10, device="auto", random_state=None,
+                 verbose=0):
+        self.id_col = id_col
+        self.time_col = time_col
+        self.value_cols = value_cols
+        self.encoder = encoder
+        self.latent_dim = latent_dim
+        self.encoder_dim = encoder_dim
+        self.width = width
+        self.n_layers = n_layers
+        self.prior = prior
+        self.prior_options = prior_options
+        self.method = method
+        self.rtol = rtol
+        self.atol = atol
+        self.adjoint = adjoint
+        self.max_num_steps = max_num_steps
+        self.n_samples = n_samples
+        self.kl_warmup = kl_warmup
+        self.mask_fraction = mask_fraction
+        self.forecast_fraction = forecast_fraction
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ validation
+    def _validate_params(self):
+        _check_choice("encoder", self.encoder, ENCODERS)
+        _check_choice("prior", self.prior, PRIORS)
+        _check_choice("method", self.method, METHODS)
+        for name in ("latent_dim", "encoder_dim", "width", "n_layers", "max_num_steps", "n_samples", "max_epochs",
+                     "batch_size"):
+            _check_number(name, getattr(self, name), low=1, integer=True)
+        _check_number("kl_warmup", self.kl_warmup, low=0, integer=True)
+        _check_number("patience", self.patience, low=1, integer=True, allow_none=True)
+        for name in ("rtol", "atol", "lr"):
+            _check_number(name, getattr(self, name), low=0, low_open=True)
+        _check_number("weight_decay", self.weight_decay, low=0)
+        _check_number("mask_fraction", self.mask_fraction, low=0, high=1)
+        _check_number("forecast_fraction", self.forecast_fraction, low=0, high=1)
+        _check_number("validation_fraction", self.validation_fraction, low=0, high=0.9)
+        if not isinstance(self.adjoint, (bool, np.bool_)):
+            raise TypeError(f"adjoint must be True or False, got {self.adjoint!r}.")
+        if self.prior_options is not None and not isinstance(self.prior_options, dict):
+            raise TypeError(f"prior_options must be a dict or None, got {type(self.prior_options).__name__}.")
+
+    def _solver(self) -> dict:
+        return dict(method=self.method, rtol=self.rtol, atol=self.atol, adjoint=bool(self.adjoint),
+                    max_num_steps=self.max_num_steps)
+
+    def _build_module(self) -> LatentODE:
+        return LatentODE(self.n_features_in_, self.latent_dim, self.encoder, self.encoder_dim, self.width,
+                         self.n_layers, self.prior, self.prior_options)
+
+    def _validate(self, X, name="X"):
+        """Validate a frame against the fitted columns and time kind."""
+        return validate_frame(X, self.id_col_, self.time_col_, list(self.feature_names_in_), self.time_kind_, name)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y=None):
+        """Fit on a long frame.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame
+            Long format: id column, time column, one numeric column per variable (NaN =
+            not measured). Rows in any order; repeated (id, time) rows are averaged.
+        y : None
+            Ignored (the targets are the observed values).
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        lf = validate_frame(X, self.id_col, self.time_col, self.value_cols, None, "X")
+        self.id_col_, self.time_col_ = lf.columns.id, lf.columns.time
+        self.feature_names_in_ = np.asarray(lf.columns.values, dtype=object)
+        self.n_features_in_ = len(lf.columns.values)
+        self.time_kind_ = lf.time_kind
+        series = lf.series.observed_only()
+        self.scaling_ = Scaling.fit(series, lf.columns.values)
+        self.device_ = _resolve_device(self.device)
+
+        rs = check_random_state(self.random_state)
+        seed = int(rs.randint(0, 2**31 - 1))
+        rng = np.random.default_rng(seed)
+        n = series.n_series
+        n_valid = int(round(self.validation_fraction * n)) if n > 1 else 0
+        perm = rng.permutation(n)
+        valid = series.subset(np.sort(perm[:n_valid])) if n_valid else None
+        train = series.subset(np.sort(perm[n_valid:])) if n_valid else series
+
+        with torch.random.fork_rng(devices=[self.device_] if self.device_.type == "cuda" else []):
+            torch.manual_seed(seed)
+            self.module_ = self._build_module().to(self.device_)
+        generator = torch.Generator(device=self.device_).manual_seed(seed)
+        self.history_ = fit_loop(self.module_, train, valid, self.scaling_, self, rng, generator, self._solver(),
+                                 self.device_)
+        self.module_.eval()
+        return self
+
+    # ------------------------------------------------------------------ inference core
+    def _posterior(self, series: SeriesSet, idx):
+        batch = collate(series, idx, self.scaling_, self.device_)
+        return self.module_.encoder(batch.t, batch.x, batch.m)
+
+    def _decode_points(self, context: SeriesSet, q_codes, q_t, z0_fn=None, n_samples=1):
+        """Predicted values at query points, in original units.
+
+        Parameters
+        ----------
+        context : SeriesSet
+            Observed points of each series (the encoder's input).
+        q_codes : (n_query,) int series index into ``context``
+        q_t : (n_query,) float internal time of each query
+        z0_fn : callable (mu, sigma) -> (samples, batch, latent) or None for the posterior mean
+
+        Returns
+        -------
+        numpy.ndarray, shape (samples, n_query, n_features)
+        """
+        n_s = context.n_series
+        times, _, offsets, row_point = group_points(np.asarray(q_codes), np.asarray(q_t), None, n_s)
+        scale = self.scaling_.time_scale
+        out = np.empty((n_samples, len(times), self.n_features_in_))
+        chunk = max(self.batch_size, 256)
+        solver = self._solver()
+        self.module_.eval()
+        with torch.no_grad():
+            for start in range(0, n_s, chunk):
+                idx = np.arange(start, min(start + chunk, n_s))
+                idx = idx[offsets[idx + 1] > offsets[idx]]
+                if not len(idx):
+                    continue
+                mu, sigma = self._posterior(context, idx)
+                z0 = mu.unsqueeze(0) if z0_fn is None else z0_fn(mu, sigma)
+                q = [(times[offsets[i]:offsets[i + 1]] - context.origin[i]) / scale for i in idx]
+                tq, lengths = pad_queries(q, self.device_)
+                xhat = self.module_.decoder(z0, tq, **solver).cpu().double().numpy()
+                valid = np.arange(tq.shape[1])[None, :] < lengths[:, None]
+                out[:, offsets[idx[0]]:offsets[idx[-1] + 1]] = xhat[:, valid]
+        out = out * self.scaling_.std + self.scaling_.mean
+        return out[:, row_point]
+
+    def _queries(self, lf, times):
+        """Resolve ``times`` into (series codes, internal times, output key frame)."""
+        ids = lf.series.ids
+        id_col, time_col = self.id_col_, self.time_col_
+        if times is None:
+            keys = lf.frame[[c for c in (id_col, time_col) if c is not None]]
+            t = self.time_kind_.to_float(lf.frame[time_col], f"time column {time_col!r}")
+            return lf.codes, t, keys
+        if isinstance(times, pd.DataFrame):
+            need = [c for c in (id_col, time_col) if c is not None]
+            missing = [c for c in need if c not in times.columns]
+            if missing:
+                raise ValueError(f"times is a DataFrame but lacks columns {missing}; found {list(times.columns)}.")
+            t = self.time_kind_.to_float(times[time_col], f"column {time_col!r} of times")
+            if id_col is None:
+                codes = np.zeros(len(times), dtype=np.int64)
+            else:
+                codes = pd.Index(ids).get_indexer(times[id_col])
+                if (codes < 0).any():
+                    unknown = pd.unique(times[id_col][codes < 0])[:5].tolist()
+                    raise ValueError(f"times has ids with no rows in X (so nothing to condition on): {unknown}.")
+            return codes, t, times[need]
+        if isinstance(times, (str, bytes)) or np.ndim(times) > 1:
+            raise TypeError("times must be None, a DataFrame of (id, time) rows, or a 1-D sequence of times.")
+        tvals = pd.Series(np.atleast_1d(times)) if not isinstance(times, (pd.Index, pd.Series)) else pd.Series(
+            times.array)
+        if len(tvals) == 0:
+            raise ValueError("times is empty.")
+        t1 = self.time_kind_.to_float(tvals, "times")
+        n_s, n_t = len(ids), len(t1)
+        codes = np.repeat(np.arange(n_s), n_t)
+        keys = {time_col: tvals.take(np.tile(np.arange(n_t), n_s)).reset_index(drop=True)}
+        if id_col is not None:
+            keys = {id_col: pd.Series(ids, dtype=lf.frame[id_col].dtype).take(codes).reset_index(drop=True), **keys}
+        return codes, np.tile(t1, n_s), pd.DataFrame(keys)
+
+    # ------------------------------------------------------------------ public inference
+    def predict(self, X, times=None):
+        """Predictive mean of every variable, at any times.
+
+        The encoder reads each series' observed values in ``X``; the latent ODE, started
+        from the posterior mean of z0 at the series' first time, is decoded at the queries.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame
+            Context, in the fitted long format.
+        times : None, 1-D sequence of times, or DataFrame, default=None
+            None: at the rows of ``X`` (a denoised reconstruction; index of ``X``).
+            A sequence (e.g. ``pd.date_range``): the same times for every series.
+            A DataFrame with the id and time columns: per-series query rows (its index
+            is kept). Times may lie anywhere: between, before or after the observations.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Id column (if the model has one), time column (same kind as fitted), one
+            float column per variable.
+        """
+        check_is_fitted(self)
+        lf = self._validate(X)
+        codes, t, keys = self._queries(lf, times)
+        mean = self._decode_points(lf.series.observed_only(), codes, t)[0]
+        return self._to_frame(keys, mean)
+
+    def _to_frame(self, keys: pd.DataFrame, values: np.ndarray, suffix="") -> pd.DataFrame:
+        """The single place where predictions become a DataFrame."""
+        out = keys.copy()
+        for j, name in enumerate(self.feature_names_in_):
+            out[f"{name}{suffix}"] = values[:, j]
+        return out
+
+    def impute(self, X):
+        """Fill every NaN of the variable columns with the model's reconstruction.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Same rows, index, columns and column order as ``X``; observed values and other
+            columns untouched; filled columns become float if they were not.
+        """
+        check_is_fitted(self)
+        lf = self._validate(X)
+        pred = self._decode_points(lf.series.observed_only(), lf.codes,
+                                   self.time_kind_.to_float(X[self.time_col_], "time column"))[0]
+        out = X.copy()
+        for j, name in enumerate(self.feature_names_in_):
+            col = X[name]
+            missing = col.isna().to_numpy()
+            if not missing.any():
+                continue
+            filled = col.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+            filled[missing] = pred[missing, j]
+            dtype = col.dtype if pd.api.types.is_float_dtype(col.dtype) else np.float64
+            out[name] = pd.Series(filled, index=X.index).astype(dtype)
+        return out
+
+    def score(self, X, y=None):
+        """Negative mean squared error on a reproducible held-out subset, standardised units.
+
+        Held out: the observed values in the last 20% of each series' window
+        (forecasting) and a seeded random 10% of the others (imputation); the encoder sees
+        the rest. Higher is better, so ``GridSearchCV(..., cv=GroupKFold())`` can tune it.
+        """
+        check_is_fitted(self)
+        series = self._validate(X).series.observed_only()
+        mse = evaluate_mse(self.module_, series, self.scaling_, max(self.batch_size, 256), self._solver(),
+                           self.device_)
+        if not np.isfinite(mse):
+            raise ValueError("X has no held-out values to score (every series too short or empty).")
+        return -mse
+
+    # ------------------------------------------------------------------ persistence
+    def _fitted_config(self) -> dict:
+        params = self.get_params()
+        if not isinstance(params["random_state"], (int, type(None))):
+            params["random_state"] = None
+        return {
+            "format_version": _FORMAT_VERSION,
+            "params": params,
+            "id_col": self.id_col_, "time_col": self.time_col_,
+            "feature_names": [str(c) for c in self.feature_names_in_],
+            "time_kind": {"kind": self.time_kind_.kind, "tz": self.time_kind_.tz},
+            "scaling": self.scaling_.to_dict(),
+            "history": self.history_,
+        }
+
+    def save(self, path):
+        """Save to a directory: ``config.json`` (parameters, columns, scalers, history) and ``weights.pt``."""
+        check_is_fitted(self)
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(json.dumps(self._fitted_config(), indent=1, default=float))
+        torch.save({k: v.detach().cpu() for k, v in self.module_.state_dict().items()}, path / "weights.pt")
+        return path
+
+    @classmethod
+    def load(cls, path, device="auto"):
+        """Load an estimator saved with :meth:`save` (weights read with ``weights_only=True``)."""
+        path = Path(path)
+        if not (path / "config.json").is_file() or not (path / "weights.pt").is_file():
+            raise FileNotFoundError(f"{path} is not a saved LatentODERegressor (needs config.json and weights.pt).")
+        cfg = json.loads((path / "config.json").read_text())
+        if cfg.get("format_version") != _FORMAT_VERSION:
+            raise ValueError(f"{path}: unsupported format_version {cfg.get('format_version')!r}.")
+        est = cls(**cfg["params"])
+        est._restore(cfg, device)
+        state = torch.load(path / "weights.pt", map_location=est.device_, weights_only=True)
+        est.module_.load_state_dict(state)
+        return est
+
+    def _restore(self, cfg, device):
+        self.id_col_, self.time_col_ = cfg["id_col"], cfg["time_col"]
+        self.feature_names_in_ = np.asarray(cfg["feature_names"], dtype=object)
+        self.n_features_in_ = len(self.feature_names_in_)
+        self.time_kind_ = TimeKind(**cfg["time_kind"])
+        self.scaling_ = Scaling.from_dict(cfg["scaling"])
+        self.history_ = cfg["history"]
+        self.device_ = _resolve_device(device)
+        self.module_ = self._build_module().to(self.device_).eval()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        if "module_" in state:
+            state["module_"] = {k: v.detach().cpu() for k, v in self.module_.state_dict().items()}
+            state["device_"] = str(self.device_)
+        return state
+
+    def __setstate__(self, state):
+        module_state = state.pop("module_", None)
+        self.__dict__.update(state)
+        if module_state is not None:
+            self.device_ = torch.device("cpu")
+            self.module_ = self._build_module().eval()
+            self.module_.load_state_dict(module_state)
+
