@@ -50,6 +50,27 @@ def _resolve_device(device) -> torch.device:
         raise ValueError(f"device={device!r} is not 'auto' or a torch device such as 'cpu' or 'cuda'.") from err
 
 
+def _interval_columns(quantiles, level):
+    """Probabilities to compute and their column suffixes, from ``quantiles`` or ``level``."""
+    if quantiles is not None and level is not None:
+        raise ValueError("pass quantiles or level, not both.")
+    if quantiles is not None:
+        q = np.atleast_1d(np.asarray(quantiles, dtype=float))
+        if q.ndim != 1 or not len(q) or ((q <= 0) | (q >= 1)).any():
+            raise ValueError(f"quantiles must be a non-empty list of numbers in (0, 1), got {quantiles!r}.")
+        return list(q), ["median" if v == 0.5 else f"q-{100 * v:g}" for v in q]
+    if level is not None:
+        lv = np.atleast_1d(np.asarray(level, dtype=float))
+        if lv.ndim != 1 or not len(lv) or ((lv <= 0) | (lv >= 100)).any():
+            raise ValueError(f"level must be a non-empty list of numbers in (0, 100), got {level!r}.")
+        probs, names = [], []
+        for v in lv:
+            probs += [0.5 - v / 200, 0.5 + v / 200]
+            names += [f"lo-{v:g}", f"hi-{v:g}"]
+        return probs, names
+    return [], []
+
+
 class LatentODERegressor(BaseEstimator):
     """Latent ODE for irregularly sampled multivariate time series in long format.
 
@@ -252,7 +273,7 @@ class LatentODERegressor(BaseEstimator):
         batch = collate(series, idx, self.scaling_, self.device_)
         return self.module_.encoder(batch.t, batch.x, batch.m)
 
-    def _decode_points(self, context: SeriesSet, q_codes, q_t, z0_fn=None, n_samples=1):
+    def _decode_points(self, context: SeriesSet, q_codes, q_t, n_samples=0, generator=None):
         """Predicted values at query points, in original units.
 
         Parameters
@@ -261,16 +282,21 @@ class LatentODERegressor(BaseEstimator):
             Observed points of each series (the encoder's input).
         q_codes : (n_query,) int series index into ``context``
         q_t : (n_query,) float internal time of each query
-        z0_fn : callable (mu, sigma) -> (samples, batch, latent) or None for the posterior mean
+        n_samples : int
+            0 decodes the posterior mean of z0 (one "sample", no noise); ``k > 0`` draws
+            ``k`` samples of z0 from q(z0|x) and adds observation noise (predictive samples).
+        generator : torch.Generator or None
+            For the draws.
 
         Returns
         -------
-        numpy.ndarray, shape (samples, n_query, n_features)
+        numpy.ndarray, shape (max(n_samples, 1), n_query, n_features)
         """
         n_s = context.n_series
         times, _, offsets, row_point = group_points(np.asarray(q_codes), np.asarray(q_t), None, n_s)
         scale = self.scaling_.time_scale
-        out = np.empty((n_samples, len(times), self.n_features_in_))
+        out = np.empty((max(n_samples, 1), len(times), self.n_features_in_))
+        model = self.module_
         chunk = max(self.batch_size, 256)
         solver = self._solver()
         self.module_.eval()
@@ -281,10 +307,14 @@ class LatentODERegressor(BaseEstimator):
                 if not len(idx):
                     continue
                 mu, sigma = self._posterior(context, idx)
-                z0 = mu.unsqueeze(0) if z0_fn is None else z0_fn(mu, sigma)
+                z0 = mu.unsqueeze(0) if not n_samples else model.sample_z0(mu, sigma, n_samples, generator)
                 q = [(times[offsets[i]:offsets[i + 1]] - context.origin[i]) / scale for i in idx]
                 tq, lengths = pad_queries(q, self.device_)
-                xhat = self.module_.decoder(z0, tq, **solver).cpu().double().numpy()
+                xhat = model.decoder(z0, tq, **solver)
+                if n_samples:
+                    eps = torch.randn(xhat.shape, generator=generator, device=xhat.device, dtype=xhat.dtype)
+                    xhat = xhat + model.decoder.noise_std * eps
+                xhat = xhat.cpu().double().numpy()
                 valid = np.arange(tq.shape[1])[None, :] < lengths[:, None]
                 out[:, offsets[idx[0]]:offsets[idx[-1] + 1]] = xhat[:, valid]
         out = out * self.scaling_.std + self.scaling_.mean
@@ -327,7 +357,8 @@ class LatentODERegressor(BaseEstimator):
         return codes, np.tile(t1, n_s), pd.DataFrame(keys)
 
     # ------------------------------------------------------------------ public inference
-    def predict(self, X, times=None):
+    def predict(self, X, times=None, *, quantiles=None, level=None, return_std=False, n_samples=200,
+                random_state=0):
         """Predictive mean of every variable, at any times.
 
         The encoder reads each series' observed values in ``X``; the latent ODE, started
@@ -343,17 +374,77 @@ class LatentODERegressor(BaseEstimator):
             A DataFrame with the id and time columns: per-series query rows (its index
             is kept). Times may lie anywhere: between, before or after the observations.
 
+        quantiles : sequence of float in (0, 1) or None
+            Adds predictive quantiles ``{var}-q-{100 q}`` (``{var}-median`` for 0.5).
+        level : sequence of float in (0, 100) or None
+            Adds central prediction intervals ``{var}-lo-{level}`` and ``{var}-hi-{level}``
+            (the Nixtla convention). Exclusive with ``quantiles``.
+        return_std : bool, default=False
+            Adds the predictive standard deviation ``{var}-std``.
+        n_samples : int, default=200
+            Predictive samples behind quantiles, intervals and std (z0 from q(z0|x),
+            decoded, plus observation noise); ignored when none is asked for.
+        random_state : int or None, default=0
+            Seed of those samples.
+
         Returns
         -------
         pandas.DataFrame
             Id column (if the model has one), time column (same kind as fitted), one
-            float column per variable.
+            float column per variable (the mean), then the requested uncertainty columns.
         """
         check_is_fitted(self)
+        probs, names = _interval_columns(quantiles, level)
         lf = self._validate(X)
         codes, t, keys = self._queries(lf, times)
-        mean = self._decode_points(lf.series.observed_only(), codes, t)[0]
-        return self._to_frame(keys, mean)
+        context = lf.series.observed_only()
+        mean = self._decode_points(context, codes, t)[0]
+        out = self._to_frame(keys, mean)
+        if probs or return_std:
+            _check_number("n_samples", n_samples, low=2, integer=True)
+            draws = self._decode_points(context, codes, t, n_samples, self._generator(random_state))
+            extra = {}
+            if probs:
+                qs = np.quantile(draws, probs, axis=0)  # (n_probs, n_query, n_features)
+                for j, var in enumerate(self.feature_names_in_):
+                    for k, suffix in enumerate(names):
+                        extra[f"{var}-{suffix}"] = qs[k, :, j]
+            if return_std:
+                std = draws.std(axis=0, ddof=1)
+                for j, var in enumerate(self.feature_names_in_):
+                    extra[f"{var}-std"] = std[:, j]
+            out = pd.concat([out, pd.DataFrame(extra, index=out.index)], axis=1)
+        return out
+
+    def sample(self, X, times=None, *, n_samples=100, random_state=None):
+        """Draw predictive samples: z0 from q(z0|x), decoded, plus observation noise.
+
+        Parameters
+        ----------
+        X, times : as in :meth:`predict`
+        n_samples : int, default=100
+        random_state : int or None
+            Seed; the same seed gives the same samples (at a fixed thread count and device).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Long frame: for each sample ``0 .. n_samples-1`` (column ``sample``) the query
+            rows (id, time) and one column per variable.
+        """
+        check_is_fitted(self)
+        _check_number("n_samples", n_samples, low=1, integer=True)
+        lf = self._validate(X)
+        codes, t, keys = self._queries(lf, times)
+        draws = self._decode_points(lf.series.observed_only(), codes, t, n_samples, self._generator(random_state))
+        n_q = len(keys)
+        rep = keys.iloc[np.tile(np.arange(n_q), n_samples)].reset_index(drop=True)
+        rep.insert(0, "sample", np.repeat(np.arange(n_samples), n_q))
+        return self._to_frame(rep, draws.reshape(-1, draws.shape[-1]))
+
+    def _generator(self, random_state):
+        seed = int(check_random_state(random_state).randint(0, 2**31 - 1))
+        return torch.Generator(device=self.device_).manual_seed(seed)
 
     def _to_frame(self, keys: pd.DataFrame, values: np.ndarray, suffix="") -> pd.DataFrame:
         """The single place where predictions become a DataFrame."""
