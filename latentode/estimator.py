@@ -442,6 +442,54 @@ class LatentODERegressor(BaseEstimator):
         rep.insert(0, "sample", np.repeat(np.arange(n_samples), n_q))
         return self._to_frame(rep, draws.reshape(-1, draws.shape[-1]))
 
+    @property
+    def prior_(self):
+        """The fitted prior over z0 (``log_prob(z)``: (n, latent_dim) -> (n,); ``sample(n)``)."""
+        check_is_fitted(self, "module_")
+        return self.module_.prior
+
+    def sample_prior(self, times, *, n_samples=10, noise=True, random_state=None):
+        """Generate new trajectories: z0 from the prior, decoded at ``times``.
+
+        Parameters
+        ----------
+        times : 1-D sequence of times (the fitted kind)
+            The first (earliest) time is where z0 sits.
+        n_samples : int, default=10
+        noise : bool, default=True
+            Add observation noise (else the decoded means).
+        random_state : int or None
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``sample``, the time column and one column per variable.
+        """
+        check_is_fitted(self)
+        _check_number("n_samples", n_samples, low=1, integer=True)
+        tvals = pd.Series(np.atleast_1d(times)) if not isinstance(times, (pd.Index, pd.Series)) else pd.Series(
+            times.array)
+        if len(tvals) == 0:
+            raise ValueError("times is empty.")
+        t = self.time_kind_.to_float(tvals, "times")
+        gen = self._generator(random_state)
+        model = self.module_
+        order = np.argsort(t, kind="stable")
+        rel = (t[order] - t[order[0]]) / self.scaling_.time_scale
+        with torch.no_grad():
+            z0 = model.prior.sample(n_samples, generator=gen).to(self.device_)
+            tq = torch.as_tensor(rel, dtype=z0.dtype, device=self.device_).unsqueeze(0)
+            xhat = model.decoder(z0.unsqueeze(1), tq, **self._solver())[:, 0]  # (samples, times, features)
+            if noise:
+                eps = torch.randn(xhat.shape, generator=gen, device=xhat.device, dtype=xhat.dtype)
+                xhat = xhat + model.decoder.noise_std * eps
+        values = np.empty((n_samples, len(t), self.n_features_in_))
+        values[:, order] = xhat.cpu().double().numpy()
+        values = values * self.scaling_.std + self.scaling_.mean
+        keys = pd.DataFrame({"sample": np.repeat(np.arange(n_samples), len(t)),
+                             self.time_col_: tvals.take(np.tile(np.arange(len(t)), n_samples)).to_numpy()})
+        return self._to_frame(keys, values.reshape(-1, self.n_features_in_))
+
     def _generator(self, random_state):
         seed = int(check_random_state(random_state).randint(0, 2**31 - 1))
         return torch.Generator(device=self.device_).manual_seed(seed)
