@@ -110,7 +110,6 @@ def synthetic(n_series, max_epochs, seed, n_samples, verbose):
     est.fit(sub["fit"])
     fit_seconds = time.perf_counter() - t0
     rng = np.random.default_rng(seed + 7)
-    tasks = {"imputation": (), "forecasting": ()}
     imp, fc = [], []
     for part in ("calib", "test"):
         d = sub[part]

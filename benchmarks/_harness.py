@@ -1,0 +1,266 @@
+"""Shared protocol code of the benchmarks: splits, scaling, context/target frames, metrics,
+model and baseline runners, cost measurement and result files.
+
+Every protocol is expressed on long frames (one row per (series, time), NaN = not measured):
+a *context* frame (what a model may read) and a *target* frame (rows to predict, with the
+true values; only their observed entries are scored). The model under test only ever sees
+``predict(context, times=target[[id, time]])``, so the estimator, the baselines and GRU-Δt
+are scored by the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.model_selection import train_test_split
+
+from latentode import LatentODERegressor
+from latentode.baselines import GRUDeltaTRegressor, baseline_predict
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BASELINES = ("locf", "linear", "mean")
+NEURAL = ("odernn", "gru", "grudt")
+MODELS = BASELINES + NEURAL
+PHYSIONET_DIR = Path("/work/shared/data/physionet2012")
+
+
+# ---------------------------------------------------------------------------- data and splits
+def physionet_paths(data_dir=None) -> list[Path]:
+    """The set-a and set-b archives (or directories) found in ``data_dir``."""
+    root = Path(data_dir) if data_dir is not None else PHYSIONET_DIR
+    found = [p for name in ("set-a", "set-b") for p in (root / f"{name}.tar.gz", root / name) if p.exists()]
+    if not found:
+        raise FileNotFoundError(f"no set-a/set-b archive or directory in {root}.")
+    seen, paths = set(), []
+    for p in found:  # an archive and its unpacked directory are the same set
+        key = p.name.split(".")[0]
+        if key not in seen:
+            seen.add(key)
+            paths.append(p)
+    return paths
+
+
+def load_physionet(data_dir=None, n_stays=None) -> pd.DataFrame:
+    """set-a + set-b as one long frame (``RecordID``, ``Time`` in hours, 41 variables).
+
+    ``n_stays`` keeps the first ``n_stays`` stays in RecordID order (a reduced run).
+    """
+    from latentode.datasets import load_physionet2012
+
+    df = pd.concat([load_physionet2012(p) for p in physionet_paths(data_dir)], ignore_index=True)
+    df = df.sort_values(["RecordID", "Time"], ignore_index=True)
+    if n_stays is not None:
+        keep = np.sort(df["RecordID"].unique())[:n_stays]
+        df = df[df["RecordID"].isin(keep)].reset_index(drop=True)
+    return df
+
+
+def tpatchgnn_split(ids, random_state=42):
+    """t-PatchGNN's 60/20/20 split of stay ids (Zhang et al. 2024, ``lib/parse_datasets.py``).
+
+    ``train_test_split(ids, train_size=0.8, random_state=42, shuffle=True)`` gives the seen and
+    test stays; the first 75% of the seen ones (unshuffled) train, the rest validate.
+    The ids are sorted first, so the split does not depend on file order.
+
+    Returns
+    -------
+    train, valid, test : numpy.ndarray of ids
+    """
+    ids = np.sort(np.asarray(ids))
+    seen, test = train_test_split(ids, train_size=0.8, random_state=random_state, shuffle=True)
+    train, valid = train_test_split(seen, train_size=0.75, random_state=random_state, shuffle=False)
+    return np.asarray(train), np.asarray(valid), np.asarray(test)
+
+
+def rubanova_split(ids, random_state=42):
+    """Rubanova et al.'s 80/20 split: ``train_test_split(ids, train_size=0.8, random_state=42, shuffle=True)``."""
+    train, test = train_test_split(np.sort(np.asarray(ids)), train_size=0.8, random_state=random_state,
+                                   shuffle=True)
+    return np.asarray(train), np.asarray(test)
+
+
+def minmax_fit(df: pd.DataFrame, cols) -> tuple[np.ndarray, np.ndarray]:
+    """Per-variable min and range of the observed values (range 1 where a variable is constant or absent)."""
+    vals = df[list(cols)].to_numpy(dtype=float)
+    with np.errstate(all="ignore"):
+        lo, hi = np.nanmin(vals, axis=0), np.nanmax(vals, axis=0)
+    lo = np.where(np.isfinite(lo), lo, 0.0)
+    rng = np.where(np.isfinite(hi) & (hi > lo), hi - lo, 1.0)
+    return lo, rng
+
+
+def minmax_apply(df: pd.DataFrame, cols, lo, rng) -> pd.DataFrame:
+    out = df.copy()
+    out[list(cols)] = (df[list(cols)].to_numpy(dtype=float) - lo) / rng
+    return out
+
+
+def forecast_frames(df: pd.DataFrame, ids, cut=24.0, end=48.0, id_col="RecordID", time_col="Time"):
+    """Context = rows with ``Time < cut``; targets = rows with ``cut <= Time <= end`` of stays that
+    have at least one context row (a stay with no context has nothing to condition on)."""
+    sub = df[df[id_col].isin(ids)]
+    context = sub[sub[time_col] < cut]
+    targets = sub[(sub[time_col] >= cut) & (sub[time_col] <= end)]
+    targets = targets[targets[id_col].isin(context[id_col].unique())]
+    return context.reset_index(drop=True), targets.reset_index(drop=True)
+
+
+def interp_frames(df: pd.DataFrame, ids, fraction=0.5, random_state=0, id_col="RecordID"):
+    """Per stay, a seeded random ``ceil(fraction * n)`` of its ``n`` observation times are the
+    context and the others the targets (stays with one row only give context)."""
+    sub = df[df[id_col].isin(ids)].reset_index(drop=True)
+    rng = np.random.default_rng(random_state)
+    codes, _ = pd.factorize(sub[id_col])
+    n = np.bincount(codes)
+    keys = rng.random(len(sub))
+    order = np.lexsort((keys, codes))
+    rank = np.empty(len(sub), dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(n)[:-1]])
+    rank[order] = np.arange(len(sub)) - np.repeat(starts, n)
+    seen = rank < np.ceil(fraction * n[codes])
+    return sub[seen].reset_index(drop=True), sub[~seen].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------- metric
+def masked_errors(truth: pd.DataFrame, pred: pd.DataFrame, cols) -> dict:
+    """Errors on the observed entries of ``truth`` (rows aligned with ``pred``).
+
+    Returns
+    -------
+    dict
+        ``mse``, ``mae``: per-variable means over all scored values, then the mean over
+        the variables with at least one value (t-PatchGNN); ``mse_pooled``, ``mae_pooled``:
+        the mean over all scored values; ``n_values``; ``per_variable_mse`` (name -> value).
+    """
+    y = truth[list(cols)].to_numpy(dtype=float)
+    yhat = pred[list(cols)].to_numpy(dtype=float)
+    if y.shape != yhat.shape:
+        raise ValueError(f"truth has shape {y.shape} but pred {yhat.shape}.")
+    m = ~np.isnan(y)
+    if not m.any():
+        raise ValueError("truth has no observed value to score.")
+    err = np.where(m, yhat - np.where(m, y, 0.0), 0.0)
+    count = m.sum(axis=0)
+    has = count > 0
+    se, ae = (err ** 2).sum(axis=0), np.abs(err).sum(axis=0)
+    per_mse = se[has] / count[has]
+    return {
+        "mse": float(per_mse.mean()), "mae": float((ae[has] / count[has]).mean()),
+        "mse_pooled": float(se.sum() / count.sum()), "mae_pooled": float(ae.sum() / count.sum()),
+        "n_values": int(count.sum()),
+        "per_variable_mse": {str(c): float(v) for c, v in zip(np.asarray(cols)[has], per_mse)},
+    }
+
+
+# ---------------------------------------------------------------------------- runners
+def machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "note": "2-core CPU (sandbox), shared with other jobs"}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB; Linux reports ru_maxrss in KB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_model(name: str, params: dict, seed: int, id_col="RecordID", time_col="Time"):
+    """A fresh neural model: ``"odernn"``/``"gru"`` (LatentODERegressor encoders) or ``"grudt"``."""
+    if name in ("odernn", "gru"):
+        return LatentODERegressor(id_col=id_col, time_col=time_col, encoder=name, random_state=seed, **params)
+    if name == "grudt":
+        keep = {k: v for k, v in params.items() if k in GRUDeltaTRegressor().get_params()}
+        return GRUDeltaTRegressor(id_col=id_col, time_col=time_col, random_state=seed, **keep)
+    raise ValueError(f"model {name!r} is not one of {list(MODELS)}.")
+
+
+def run_one(name: str, train: pd.DataFrame, cases: dict, cols, params: dict, seed: int, id_col="RecordID",
+            time_col="Time") -> dict:
+    """Fit ``name`` on ``train`` (not for the baselines) and score it on every case.
+
+    Parameters
+    ----------
+    cases : dict name -> (context, targets)
+        Each scored with :func:`masked_errors` on the targets' observed entries.
+
+    Returns
+    -------
+    dict with the metrics per case and the cost (fit seconds, seconds per epoch, epochs,
+    predict seconds, peak RSS of the process).
+    """
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    out = {"model": name, "seed": seed}
+    if name in BASELINES:
+        mean = np.nanmean(train[list(cols)].to_numpy(dtype=float), axis=0)
+        predict = lambda ctx, q: baseline_predict(ctx, q, name, id_col=id_col, time_col=time_col,  # noqa: E731
+                                                  value_cols=list(cols), fallback=mean)
+    else:
+        model = make_model(name, params, seed, id_col, time_col).fit(train[[id_col, time_col, *cols]])
+        hist = model.history_
+        out.update(fit_seconds=time.perf_counter() - t0, epochs=len(hist),
+                   seconds_per_epoch=float(np.mean([h["train_seconds"] for h in hist])),
+                   final_loss=float(hist[-1]["loss"]))
+        predict = lambda ctx, q: model.predict(ctx[[id_col, time_col, *cols]], times=q)  # noqa: E731
+    t1 = time.perf_counter()
+    for case, (context, targets) in cases.items():
+        pred = predict(context, targets[[id_col, time_col]])
+        out[case] = masked_errors(targets, pred, cols)
+    out.update(predict_seconds=time.perf_counter() - t1, total_seconds=time.perf_counter() - t0,
+               peak_rss_mb=peak_rss_mb())
+    return out
+
+
+# ---------------------------------------------------------------------------- reporting
+def summarise(runs: list[dict], case: str, keys=("mse", "mae")) -> list[dict]:
+    """Mean ± std over seeds of each model's metrics on ``case`` and its cost."""
+    rows = []
+    for name in dict.fromkeys(r["model"] for r in runs):
+        rs = [r for r in runs if r["model"] == name and case in r]
+        if not rs:
+            continue
+        row = {"model": name, "seeds": len(rs)}
+        for k in keys:
+            v = np.array([r[case][k] for r in rs])
+            row[k] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"))
+        for k in ("seconds_per_epoch", "epochs", "fit_seconds", "total_seconds", "peak_rss_mb"):
+            if k in rs[0]:
+                row[k] = float(np.mean([r[k] for r in rs]))
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict], keys=("mse", "mae")) -> str:
+    head = ["model", "seeds", *[k.upper() for k in keys], "s/epoch", "epochs", "total s", "peak RSS MB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["model"], str(r["seeds"])]
+        for k in keys:
+            mu, sd = r[k]
+            cells.append(f"{mu:.4e}" + (f" ± {sd:.1e}" if np.isfinite(sd) else ""))
+        for k, fmt in (("seconds_per_epoch", "{:.1f}"), ("epochs", "{:.0f}"), ("total_seconds", "{:.0f}"),
+                       ("peak_rss_mb", "{:.0f}")):
+            cells.append(fmt.format(r[k]) if k in r else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_json(name: str, payload: dict, out_dir=None) -> Path:
+    """Write ``payload`` (plus the machine description) to ``<out_dir>/<name>.json``."""
+    out_dir = Path(out_dir) if out_dir is not None else RESULTS
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps({**payload, "machine": machine()}, indent=1, default=float))
+    return path
+
+
+def parse_list(text: str, cast=str) -> list:
+    return [cast(v) for v in text.split(",") if v]

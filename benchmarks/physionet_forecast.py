@@ -1,0 +1,103 @@
+"""PhysioNet 2012 forecasting, the t-PatchGNN protocol (Zhang et al., ICML 2024).
+
+set-a + set-b (8,000 stays); stays split 60/20/20 (:func:`_harness.tpatchgnn_split`); the 41
+variables min-max scaled to [0, 1] per variable on train + validation; the model reads a test
+stay's observations with ``Time < 24`` h and predicts every observed value with
+``24 <= Time <= 48``; MSE and MAE per variable over the whole test set, then averaged over the
+variables, on the scaled values.
+
+The neural models are fitted on the training stays' full 0-48 h windows (their training hides
+random suffixes and values) for a fixed number of epochs, without early stopping; the
+validation split is scored too but not used for selection.
+
+Run: ``python benchmarks/physionet_forecast.py --epochs 10 --seeds 0,1,2 --models odernn``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+try:
+    from . import _harness as H
+except ImportError:  # run as a script
+    import _harness as H
+
+from latentode.datasets.physionet import VARIABLES
+
+DEFAULTS = dict(latent_dim=20, encoder_dim=40, width=50, n_layers=3, batch_size=50, lr=1e-2,
+                validation_fraction=0.0)
+
+
+def main(data_dir=None, n_stays=None, n_train=None, epochs=10, seeds=(0, 1, 2), models=H.MODELS,
+         score_valid=False, name="physionet_forecast", out_dir=None, **params) -> dict:
+    """Run the protocol; returns the result dict (also written to ``<out_dir>/<name>.json``).
+
+    Parameters
+    ----------
+    n_stays : int or None
+        Use only the first ``n_stays`` stays (by RecordID) before splitting.
+    n_train : int or None
+        Fit on the first ``n_train`` training stays only (the test set stays whole).
+    epochs : int
+        Training epochs of the neural models.
+    seeds : sequence of int
+        One fit per seed (the baselines are deterministic and run once).
+    models : sequence of str
+        Among ``locf, linear, mean, odernn, gru, grudt``.
+    params : dict
+        Extra keyword arguments for the neural models.
+    """
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    cols = list(VARIABLES)
+    df = H.load_physionet(data_dir, n_stays)
+    train_ids, valid_ids, test_ids = H.tpatchgnn_split(df["RecordID"].unique())
+    lo, rng = H.minmax_fit(df[df["RecordID"].isin(np.concatenate([train_ids, valid_ids]))], cols)
+    df = H.minmax_apply(df, cols, lo, rng)
+    fit_ids = train_ids[:n_train] if n_train is not None else train_ids
+    train = df[df["RecordID"].isin(fit_ids)]
+    cases = {"test": H.forecast_frames(df, test_ids)}
+    if score_valid:
+        cases["valid"] = H.forecast_frames(df, valid_ids)
+    settings = {"n_stays": int(df["RecordID"].nunique()), "n_train_split": len(train_ids),
+                "n_valid": len(valid_ids), "n_test": len(test_ids), "n_fit": len(fit_ids), "epochs": epochs,
+                "seeds": list(seeds), "params": {**DEFAULTS, **params, "max_epochs": epochs},
+                "n_test_targets": int(cases["test"][1][cols].notna().to_numpy().sum()),
+                "load_seconds": time.perf_counter() - t0}
+    runs = []
+    for model in models:
+        for seed in (seeds[:1] if model in H.BASELINES else seeds):
+            run = H.run_one(model, train, cases, cols, settings["params"], seed)
+            runs.append(run)
+            print(f"{model} seed {seed}: test MSE {run['test']['mse']:.4e} MAE {run['test']['mae']:.4e}"
+                  f" ({run['total_seconds']:.0f} s)", flush=True)
+            H.write_json(name, {"protocol": "physionet_forecast", "settings": settings, "runs": runs}, out_dir)
+    rows = H.summarise(runs, "test")
+    table = H.markdown_table(rows)
+    print(table)
+    result = {"protocol": "physionet_forecast", "settings": settings, "runs": runs, "summary": rows, "table": table}
+    H.write_json(name, result, out_dir)
+    return result
+
+
+def _cli():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--n-stays", type=int, default=None)
+    p.add_argument("--n-train", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--models", default=",".join(H.MODELS))
+    p.add_argument("--score-valid", action="store_true")
+    p.add_argument("--name", default="physionet_forecast")
+    a = p.parse_args()
+    main(a.data_dir, a.n_stays, a.n_train, a.epochs, H.parse_list(a.seeds, int), H.parse_list(a.models),
+         a.score_valid, a.name)
+
+
+if __name__ == "__main__":
+    _cli()

@@ -1,0 +1,184 @@
+"""LatentODERegressor: the user's path, sklearn conventions, persistence and every bad input."""
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, GroupKFold
+
+from latentode import LatentODERegressor
+
+from conftest import TINY, with_time_kind
+
+VARS = ["v1", "v2", "v3"]
+
+
+@pytest.mark.parametrize("kind", ["float", "int", "datetime", "datetime_tz", "timedelta"])
+def test_every_time_kind_fits_predicts_and_imputes(synth, kind):
+    df = with_time_kind(synth[0], kind)
+    est = LatentODERegressor(**dict(TINY, max_epochs=1)).fit(df)
+    # at the rows
+    p = est.predict(df)
+    assert p.index.equals(df.index) and list(p.columns) == ["id", "time"] + VARS
+    assert p["time"].dtype == df["time"].dtype and p["id"].equals(df["id"])
+    assert np.isfinite(p[VARS].to_numpy()).all()
+    # the same times for every series: between, before and far after the observations
+    t = df["time"]
+    span = t.max() - t.min()
+    times = pd.Series([t.min() - span * 0.5, t.min() + span * 0.37, t.max() + span * 3])
+    q = est.predict(df, times=times)
+    n_series = df["id"].nunique()
+    assert len(q) == 3 * n_series and q["time"].dtype == times.dtype
+    assert np.isfinite(q[VARS].to_numpy()).all()
+    # per-series query rows keep their index
+    rows = df.iloc[[5, 0, 17]][["id", "time"]].set_axis([10, 11, 12])
+    r = est.predict(df, times=rows)
+    assert list(r.index) == [10, 11, 12]
+    # another query set means other adaptive solver steps: agreement to the solver tolerance
+    np.testing.assert_allclose(r[VARS].to_numpy(), p.loc[[5, 0, 17], VARS].to_numpy(), rtol=1e-3, atol=1e-3)
+    # impute: same rows, index, columns; observed untouched; no NaN
+    imp = est.impute(df)
+    assert imp.index.equals(df.index) and list(imp.columns) == list(df.columns)
+    assert imp[VARS].notna().all().all()
+    observed = df[VARS].notna().to_numpy()
+    np.testing.assert_array_equal(imp[VARS].to_numpy()[observed], df[VARS].to_numpy()[observed])
+    np.testing.assert_allclose(imp[VARS].to_numpy()[~observed], p[VARS].to_numpy()[~observed], rtol=1e-5)
+
+
+def test_input_frames_are_not_modified(synth):
+    df = synth[0]
+    before = df.copy()
+    est = LatentODERegressor(**dict(TINY, max_epochs=1)).fit(df)
+    est.predict(df)
+    est.impute(df)
+    pd.testing.assert_frame_equal(df, before)
+
+
+def test_rows_in_any_order_and_duplicates(fitted, synth):
+    df = synth[0]
+    shuffled = df.sample(frac=1.0, random_state=0)
+    a = fitted.predict(df)
+    b = fitted.predict(shuffled).loc[df.index]
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-3, atol=1e-3)
+
+
+def test_single_series_without_id_and_short_series():
+    t = np.array([0.0, 0.7, 1.1, 2.5, 3.0])
+    df = pd.DataFrame({"time": t, "a": np.sin(t), "b": [np.nan, 1.0, np.nan, 0.5, np.nan]})
+    est = LatentODERegressor(**dict(TINY, max_epochs=1)).fit(df)
+    p = est.predict(df, times=[-1.0, 1.5, 10.0])
+    assert list(p.columns) == ["time", "a", "b"] and len(p) == 3
+    one = pd.DataFrame({"id": ["x", "y", "y"], "time": [0.0, 0.0, 1.0], "a": [1.0, np.nan, 2.0],
+                        "b": [np.nan, np.nan, 3.0]})
+    est2 = LatentODERegressor(**dict(TINY, max_epochs=1)).fit(one)
+    assert est2.impute(one).notna().all().all()
+
+
+def test_sklearn_conventions(synth):
+    est = LatentODERegressor(latent_dim=3, lr=0.1)
+    assert est.get_params()["latent_dim"] == 3
+    assert not [k for k in vars(est) if k.endswith("_")]
+    c = clone(est.set_params(latent_dim=5))
+    assert c.latent_dim == 5 and c.lr == 0.1
+    with pytest.raises(NotFittedError):
+        est.predict(synth[0])
+    fit = LatentODERegressor(**dict(TINY, max_epochs=1)).fit(synth[0])
+    assert list(fit.feature_names_in_) == VARS and fit.n_features_in_ == 3
+    assert fit.id_col_ == "id" and fit.time_col_ == "time"
+    assert len(fit.history_) == 1 and {"loss", "valid_mse", "nfe_forward", "seconds"} <= set(fit.history_[0])
+
+
+def test_random_state_makes_fits_reproducible(synth):
+    df = synth[0]
+    a = LatentODERegressor(**TINY).fit(df).predict(df)
+    b = LatentODERegressor(**TINY).fit(df).predict(df)
+    pd.testing.assert_frame_equal(a, b)
+    c = LatentODERegressor(**dict(TINY, random_state=1)).fit(df).predict(df)
+    assert not np.allclose(a[VARS], c[VARS])
+
+
+def test_grid_search_with_group_kfold(synth):
+    df = synth[0]
+    gs = GridSearchCV(LatentODERegressor(**dict(TINY, max_epochs=1)), {"latent_dim": [2, 4]},
+                      cv=GroupKFold(n_splits=2))
+    gs.fit(df, groups=df["id"])
+    assert np.isfinite(gs.cv_results_["mean_test_score"]).all()
+    assert gs.best_params_["latent_dim"] in (2, 4)
+
+
+def test_score_is_negative_mse_and_reproducible(fitted, synth):
+    s1, s2 = fitted.score(synth[0]), fitted.score(synth[0])
+    assert s1 == s2 and s1 < 0
+
+
+def test_early_stopping_restores_best(synth):
+    est = LatentODERegressor(**dict(TINY, max_epochs=6, validation_fraction=0.3, patience=1, kl_warmup=0)).fit(
+        synth[0])
+    v = [h["valid_mse"] for h in est.history_]
+    assert np.isfinite(v).all()
+    assert len(v) <= 6
+
+
+def test_save_load_and_pickle_give_identical_predictions(fitted, synth, tmp_path):
+    df = synth[0]
+    ref = fitted.predict(df, times=pd.date_range("2024-01-05", periods=7, freq="11h"))
+    fitted.save(tmp_path / "model")
+    loaded = LatentODERegressor.load(tmp_path / "model")
+    pd.testing.assert_frame_equal(loaded.predict(df, times=pd.date_range("2024-01-05", periods=7, freq="11h")), ref)
+    assert loaded.get_params() == fitted.get_params()
+    unpickled = pickle.loads(pickle.dumps(fitted))
+    pd.testing.assert_frame_equal(unpickled.predict(df, times=pd.date_range("2024-01-05", periods=7, freq="11h")),
+                                  ref)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        LatentODERegressor.load(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("params, exc, match", [
+    (dict(encoder="lstm"), ValueError, r"encoder='lstm' is not one of \['gru', 'odernn'\]"),
+    (dict(method="rk45"), ValueError, "method='rk45'"),
+    (dict(prior="flow"), ValueError, "prior='flow'"),
+    (dict(latent_dim=0), ValueError, "latent_dim"),
+    (dict(latent_dim=2.5), TypeError, "latent_dim"),
+    (dict(lr=-1.0), ValueError, "lr"),
+    (dict(mask_fraction=1.5), ValueError, "mask_fraction"),
+    (dict(adjoint="yes"), TypeError, "adjoint"),
+    (dict(prior_options=[1]), TypeError, "prior_options"),
+    (dict(time_col="when"), ValueError, "time_col='when'"),
+    (dict(value_cols=["v1", "zz"]), ValueError, "zz"),
+])
+def test_bad_parameters_raise_at_fit(synth, params, exc, match):
+    with pytest.raises(exc, match=match):
+        LatentODERegressor(**dict(TINY, **params)).fit(synth[0])
+
+
+def test_bad_inputs_at_predict(fitted, synth):
+    df = synth[0]
+    with pytest.raises(TypeError, match="DataFrame"):
+        fitted.predict(df.to_numpy())
+    with pytest.raises(ValueError, match="v2"):
+        fitted.predict(df.drop(columns="v2"))
+    with pytest.raises(TypeError, match="datetime"):
+        fitted.predict(df, times=[1.0, 2.0])
+    with pytest.raises(ValueError, match="no rows in X"):
+        fitted.predict(df, times=pd.DataFrame({"id": ["nobody"], "time": [pd.Timestamp("2024-01-02")]}))
+    with pytest.raises(ValueError, match="lacks columns"):
+        fitted.predict(df, times=pd.DataFrame({"time": [pd.Timestamp("2024-01-02")]}))
+    with pytest.raises(ValueError, match="quantiles or level"):
+        fitted.predict(df, quantiles=[0.5], level=[80])
+    with pytest.raises(ValueError, match="quantiles"):
+        fitted.predict(df, quantiles=[1.5])
+    with pytest.raises(ValueError, match="level"):
+        fitted.predict(df, level=[120])
+    with pytest.raises(ValueError, match="'time'"):
+        fitted.predict(df.assign(time=pd.NaT))
+    with pytest.raises(TypeError, match="'v1'"):
+        fitted.impute(df.assign(v1="x"))
+
+
+def test_extra_columns_are_ignored_and_kept_by_impute(fitted, synth):
+    df = synth[0].assign(note="ok")
+    out = fitted.impute(df)
+    assert (out["note"] == "ok").all() and list(out.columns) == list(df.columns)
