@@ -199,17 +199,29 @@ def run_one(name: str, train: pd.DataFrame, cases: dict, cols, params: dict, see
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     out = {"model": name, "seed": seed}
+    cols = list(cols)
+    mean = np.nanmean(train[cols].to_numpy(dtype=float), axis=0) if len(train) else np.zeros(len(cols))
+    mean = np.where(np.isfinite(mean), mean, 0.0)  # a variable never observed in training: predict 0
     if name in BASELINES:
-        mean = np.nanmean(train[list(cols)].to_numpy(dtype=float), axis=0)
         predict = lambda ctx, q: baseline_predict(ctx, q, name, id_col=id_col, time_col=time_col,  # noqa: E731
-                                                  value_cols=list(cols), fallback=mean)
+                                                  value_cols=cols, fallback=mean)
     else:
-        model = make_model(name, params, seed, id_col, time_col).fit(train[[id_col, time_col, *cols]])
+        # the models need every variable observed in training (only tiny subsets lack some)
+        fitted = [c for c in cols if train[c].notna().any()]
+        model = make_model(name, params, seed, id_col, time_col).fit(train[[id_col, time_col, *fitted]])
         hist = model.history_
         out.update(fit_seconds=time.perf_counter() - t0, epochs=len(hist),
                    seconds_per_epoch=float(np.mean([h["train_seconds"] for h in hist])),
                    final_loss=float(hist[-1]["loss"]))
-        predict = lambda ctx, q: model.predict(ctx[[id_col, time_col, *cols]], times=q)  # noqa: E731
+
+        def predict(ctx, q):
+            ctx = ctx[[id_col, time_col, *fitted]]
+            ctx = ctx[ctx[fitted].notna().any(axis=1)]
+            pred = model.predict(ctx, times=q)
+            for j, c in enumerate(cols):
+                if c not in fitted:
+                    pred[c] = mean[j]
+            return pred
     t1 = time.perf_counter()
     for case, (context, targets) in cases.items():
         pred = predict(context, targets[[id_col, time_col]])

@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 
 from latentode import LatentODERegressor
-from latentode.calibration import apply_interval_scale, fit_interval_scale, interval_coverage
+from latentode.calibration import apply_interval_scale, fit_interval_scale, interval_coverage, predict_intervals
 from latentode.datasets import load_physionet2012, make_synthetic
 
 LEVELS = (80, 95)
@@ -71,7 +71,7 @@ def split_at(df, id_col, time_col, cut):
 
 
 def coverage_row(est, context, targets, scale, keys, variables, n_samples, seed):
-    pred = est.predict(context, times=targets[keys], level=list(LEVELS), n_samples=n_samples, random_state=seed)
+    pred = predict_intervals(est, context, targets, LEVELS, n_samples=n_samples, random_state=seed)
     raw = interval_coverage(pred, targets, variables, LEVELS)
     cal = interval_coverage(apply_interval_scale(pred, scale), targets, variables, LEVELS)
     err = pred[variables].to_numpy() - targets[variables].to_numpy()
@@ -81,6 +81,21 @@ def coverage_row(est, context, targets, scale, keys, variables, n_samples, seed)
         row[f"calibrated_{lv}"] = float(cal.loc["overall", f"coverage-{lv}"])
         row[f"raw_{lv}_per_variable"] = raw[f"coverage-{lv}"].drop("overall").round(4).to_dict()
     return row
+
+
+def fit_or_load(est, train, model_dir, reuse):
+    """Fit ``est`` (and save it to ``model_dir``), or load the model saved there by an earlier run."""
+    if reuse and model_dir is not None and (Path(model_dir) / "config.json").is_file():
+        est = LatentODERegressor.load(model_dir, device="cpu")
+        return est, float(est.history_[-1].get("fit_seconds", np.nan)) if est.history_ else np.nan
+    t0 = time.perf_counter()
+    est.fit(train)
+    seconds = time.perf_counter() - t0
+    if est.history_:
+        est.history_[-1]["fit_seconds"] = seconds
+    if model_dir is not None:
+        est.save(model_dir)
+    return est, seconds
 
 
 def run_tasks(est, tasks, keys, variables, n_samples, seed):
@@ -97,7 +112,7 @@ def run_tasks(est, tasks, keys, variables, n_samples, seed):
     return out
 
 
-def synthetic(n_series, max_epochs, seed, n_samples, verbose):
+def synthetic(n_series, max_epochs, seed, n_samples, verbose, model_dir=None, reuse=False):
     df, _ = make_synthetic(n_series, random_state=seed)
     variables = ["v1", "v2", "v3"]
     ids = np.random.default_rng(seed).permutation(df["id"].unique())
@@ -106,9 +121,7 @@ def synthetic(n_series, max_epochs, seed, n_samples, verbose):
     sub = {k: df[df["id"].isin(v)] for k, v in parts.items()}
     est = LatentODERegressor(latent_dim=8, encoder_dim=32, width=50, max_epochs=max_epochs, lr=5e-3,
                              batch_size=50, random_state=seed, verbose=verbose)
-    t0 = time.perf_counter()
-    est.fit(sub["fit"])
-    fit_seconds = time.perf_counter() - t0
+    est, fit_seconds = fit_or_load(est, sub["fit"], model_dir, reuse)
     rng = np.random.default_rng(seed + 7)
     imp, fc = [], []
     for part in ("calib", "test"):
@@ -123,7 +136,8 @@ def synthetic(n_series, max_epochs, seed, n_samples, verbose):
     return settings, run_tasks(est, tasks, ["id", "time"], variables, n_samples, seed)
 
 
-def physionet(n_fit, n_calib, n_test, max_epochs, seed, n_samples, verbose, path=PHYSIONET):
+def physionet(n_fit, n_calib, n_test, max_epochs, seed, n_samples, verbose, path=PHYSIONET, model_dir=None,
+              reuse=False):
     df = load_physionet2012(path)
     variables = [c for c in df.columns if c not in ("RecordID", "Time")]
     ids = np.random.default_rng(seed).permutation(df["RecordID"].unique())
@@ -133,9 +147,7 @@ def physionet(n_fit, n_calib, n_test, max_epochs, seed, n_samples, verbose, path
     est = LatentODERegressor(id_col="RecordID", time_col="Time", value_cols=variables, encoder="gru",
                              latent_dim=20, encoder_dim=40, width=50, max_epochs=max_epochs, lr=5e-3,
                              batch_size=50, random_state=seed, verbose=verbose)
-    t0 = time.perf_counter()
-    est.fit(sub["fit"])
-    fit_seconds = time.perf_counter() - t0
+    est, fit_seconds = fit_or_load(est, sub["fit"], model_dir, reuse)
     rng = np.random.default_rng(seed + 7)
     imp, fc = [], []
     for part in ("calib", "test"):
@@ -161,15 +173,20 @@ def markdown(dataset, results) -> str:
 
 
 def main(dataset="synthetic", *, n_series=400, n_fit=800, n_calib=200, n_test=400, max_epochs=None,
-         n_samples=200, seed=0, verbose=1, out=RESULTS, physionet_path=PHYSIONET) -> dict:
-    """Run one dataset; returns the results dict (also written as JSON under ``out``)."""
+         n_samples=200, seed=0, verbose=1, out=RESULTS, physionet_path=PHYSIONET, reuse=False) -> dict:
+    """Run one dataset; returns the results dict (also written as JSON under ``out``).
+
+    The fitted model is saved to ``out/calibration_<dataset>_model``; ``reuse=True`` loads it
+    from there instead of fitting again (to re-measure with other sample counts).
+    """
     torch.set_num_threads(1)
     t0 = time.perf_counter()
+    model_dir = None if out is None else Path(out) / f"calibration_{dataset}_model"
     if dataset == "synthetic":
-        settings, results = synthetic(n_series, max_epochs or 60, seed, n_samples, verbose)
+        settings, results = synthetic(n_series, max_epochs or 60, seed, n_samples, verbose, model_dir, reuse)
     elif dataset == "physionet":
         settings, results = physionet(n_fit, n_calib, n_test, max_epochs or 20, seed, n_samples, verbose,
-                                      physionet_path)
+                                      physionet_path, model_dir, reuse)
     else:
         raise ValueError(f"dataset={dataset!r} is not one of ['physionet', 'synthetic'].")
     report = {"dataset": dataset, "settings": settings, "results": results, "n_samples": n_samples, "seed": seed,
@@ -193,6 +210,8 @@ if __name__ == "__main__":
     ap.add_argument("--n-samples", type=int, default=200, help="predictive samples per query")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--physionet-path", type=Path, default=PHYSIONET)
+    ap.add_argument("--reuse", action="store_true", help="load the model saved by an earlier run, do not fit")
     a = ap.parse_args()
     main(a.dataset, n_series=a.n_series, n_fit=a.n_fit, n_calib=a.n_calib, n_test=a.n_test,
-         max_epochs=a.max_epochs, n_samples=a.n_samples, seed=a.seed, physionet_path=a.physionet_path)
+         max_epochs=a.max_epochs, n_samples=a.n_samples, seed=a.seed, physionet_path=a.physionet_path,
+         reuse=a.reuse)

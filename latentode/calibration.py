@@ -7,8 +7,8 @@ held-out values is an empirical question; :func:`interval_coverage` answers it.
 
 When the coverage is off, :func:`fit_interval_scale` fits a per-variable multiplicative factor
 for the half-widths on validation series (split conformal calibration: the factor is the
-``level``-quantile of how much each interval would have to be stretched about the predictive
-mean to contain its target), and :func:`apply_interval_scale` applies it to new predictions::
+``level``-quantile of how much each interval would have to be stretched about its midpoint to
+contain its target), and :func:`apply_interval_scale` applies it to new predictions::
 
     scale = fit_interval_scale(est, valid_context, valid_targets, level=[80, 95])
     pred = apply_interval_scale(est.predict(context, times=queries, level=[80, 95]), scale)
@@ -24,7 +24,7 @@ import numbers
 import numpy as np
 import pandas as pd
 
-__all__ = ["apply_interval_scale", "fit_interval_scale", "interval_coverage", "interval_ratios"]
+__all__ = ["apply_interval_scale", "fit_interval_scale", "interval_coverage", "interval_ratios", "predict_intervals"]
 
 
 def _levels(level) -> list[float]:
@@ -120,17 +120,16 @@ def interval_coverage(pred, truth, variables, level=80, *, on=None) -> pd.DataFr
     return pd.DataFrame(out, index=pd.Index(variables + ["overall"]))
 
 
-def interval_ratios(pred, truth, variables, level=80, *, on=None, center=None) -> pd.DataFrame:
-    """How far each held-out value lies from the centre, in units of its interval's half-width.
+def interval_ratios(pred, truth, variables, level=80, *, on=None) -> pd.DataFrame:
+    """How far each held-out value lies from its interval's midpoint, in half-widths.
 
-    ``ratio = (y - c) / (hi - c)`` above the centre ``c`` and ``(c - y) / (c - lo)`` below it, so
-    ``y`` is inside the interval stretched by a factor ``s`` about ``c`` exactly when ``ratio <= s``.
+    ``ratio = |y - (lo + hi) / 2| / ((hi - lo) / 2)``, so ``y`` is inside the interval stretched
+    by a factor ``s`` about its midpoint exactly when ``ratio <= s`` (inside the raw interval
+    when ``ratio <= 1``).
 
     Parameters
     ----------
     pred, truth, variables, level, on : as in :func:`interval_coverage` (one level)
-    center : None or str
-        Suffix of the centre column; None uses the predictive mean ``{var}``.
 
     Returns
     -------
@@ -143,25 +142,48 @@ def interval_ratios(pred, truth, variables, level=80, *, on=None, center=None) -
     out = {}
     for var in variables:
         lo_c, hi_c = _bounds(pred, var, lv)
-        c_col = var if center is None else f"{var}-{center}"
-        if c_col not in p.columns:
-            raise ValueError(f"pred lacks the centre column {c_col!r}.")
+        lo, hi = p[lo_c].to_numpy(dtype=np.float64), p[hi_c].to_numpy(dtype=np.float64)
         y = t[var].to_numpy(dtype=np.float64, na_value=np.nan)
-        c = p[c_col].to_numpy(dtype=np.float64)
-        up = np.maximum(p[hi_c].to_numpy(dtype=np.float64) - c, 1e-12)
-        down = np.maximum(c - p[lo_c].to_numpy(dtype=np.float64), 1e-12)
-        out[var] = np.where(y >= c, (y - c) / up, (c - y) / down)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[var] = np.abs(y - (lo + hi) / 2) / np.maximum((hi - lo) / 2, 1e-300)
     return pd.DataFrame(out, index=truth.index)
 
 
+def predict_intervals(est, context, targets, level=(80, 95), *, n_samples=200, random_state=0,
+                      chunk_series=100) -> pd.DataFrame:
+    """``est.predict(context, times=targets[[id, time]], level=...)``, a chunk of series at a time.
+
+    The samples behind the intervals take ``n_samples x queries x variables`` floats, so large
+    query sets are predicted ``chunk_series`` series at a time (chunk ``k`` uses seed
+    ``random_state + k``). The result has ``targets``' index.
+    """
+    levels = _levels(level)
+    keys = [c for c in (est.id_col_, est.time_col_) if c is not None]
+    missing = [c for c in keys if c not in targets.columns]
+    if missing:
+        raise ValueError(f"targets lacks the columns {missing}; found {list(targets.columns)}.")
+    if est.id_col_ is None:
+        return est.predict(context, times=targets[keys], level=levels, n_samples=n_samples,
+                           random_state=random_state)
+    ids = pd.unique(targets[est.id_col_])
+    parts = []
+    for k, start in enumerate(range(0, len(ids), chunk_series)):
+        chunk = ids[start:start + chunk_series]
+        seed = None if random_state is None else random_state + k
+        parts.append(est.predict(context[context[est.id_col_].isin(chunk)],
+                                 times=targets.loc[targets[est.id_col_].isin(chunk), keys],
+                                 level=levels, n_samples=n_samples, random_state=seed))
+    return pd.concat(parts).loc[targets.index]
+
+
 def fit_interval_scale(est, context, targets, level=(80, 95), *, n_samples=200, random_state=0,
-                       min_values=20) -> pd.DataFrame:
+                       min_values=20, chunk_series=100) -> pd.DataFrame:
     """Per-variable factors that make the intervals hold their nominal share on validation data.
 
     Split conformal calibration of the interval width: on validation series (not used to fit
     ``est``), the factor for a variable and level is the ``level``-quantile (finite-sample
     corrected, ``ceil((n + 1) level) / n``) of :func:`interval_ratios`; stretching every
-    interval of that variable by it about the predictive mean gives ``level``% coverage on the
+    interval of that variable by it about its midpoint gives at least ``level``% coverage on the
     validation values, and about that on exchangeable new ones.
 
     Parameters
@@ -177,6 +199,8 @@ def fit_interval_scale(est, context, targets, level=(80, 95), *, n_samples=200, 
     random_state : int or None, default=0
     min_values : int, default=20
         A variable with fewer held-out values gets the factor pooled over all variables.
+    chunk_series : int, default=100
+        Series predicted at a time (memory), see :func:`predict_intervals`.
 
     Returns
     -------
@@ -186,8 +210,8 @@ def fit_interval_scale(est, context, targets, level=(80, 95), *, n_samples=200, 
     """
     levels = _levels(level)
     variables = [str(v) for v in est.feature_names_in_]
-    keys = [c for c in (est.id_col_, est.time_col_) if c is not None]
-    pred = est.predict(context, times=targets[keys], level=levels, n_samples=n_samples, random_state=random_state)
+    pred = predict_intervals(est, context, targets, levels, n_samples=n_samples, random_state=random_state,
+                             chunk_series=chunk_series)
     rows = {}
     for lv in levels:
         ratios = interval_ratios(pred, targets, variables, lv)
@@ -205,11 +229,11 @@ def _conformal_quantile(r, lv, min_values=1, fallback=np.nan):
     return float(r[k - 1])
 
 
-def apply_interval_scale(pred, scale, *, center=None) -> pd.DataFrame:
+def apply_interval_scale(pred, scale) -> pd.DataFrame:
     """Stretch the ``{var}-lo-{level}`` / ``{var}-hi-{level}`` columns by fitted factors.
 
-    ``lo' = c - s (c - lo)`` and ``hi' = c + s (hi - c)`` about the predictive mean ``c``
-    (``{var}``), for every level and variable in ``scale`` whose columns ``pred`` has.
+    With ``m = (lo + hi) / 2``: ``lo' = m - s (m - lo)`` and ``hi' = m + s (hi - m)``, for every
+    level and variable in ``scale`` whose columns ``pred`` has.
 
     Parameters
     ----------
@@ -217,8 +241,6 @@ def apply_interval_scale(pred, scale, *, center=None) -> pd.DataFrame:
         From ``predict(..., level=[...])``.
     scale : pandas.DataFrame
         From :func:`fit_interval_scale` (index levels, columns variables).
-    center : None or str
-        As in :func:`interval_ratios`.
 
     Returns
     -------
@@ -232,9 +254,9 @@ def apply_interval_scale(pred, scale, *, center=None) -> pd.DataFrame:
             lo, hi = f"{var}-lo-{float(lv):g}", f"{var}-hi-{float(lv):g}"
             if lo not in out.columns or hi not in out.columns or not np.isfinite(s):
                 continue
-            c = out[var if center is None else f"{var}-{center}"].to_numpy(dtype=np.float64)
-            out[lo] = c - s * (c - out[lo].to_numpy(dtype=np.float64))
-            out[hi] = c + s * (out[hi].to_numpy(dtype=np.float64) - c)
+            a, b = out[lo].to_numpy(dtype=np.float64), out[hi].to_numpy(dtype=np.float64)
+            mid, half = (a + b) / 2, s * (b - a) / 2
+            out[lo], out[hi] = mid - half, mid + half
             done += 1
     if not done:
         raise ValueError(f"pred has none of the interval columns of scale (levels {list(scale.index)}, "

@@ -1,0 +1,300 @@
+"""The ``latentode`` command: fit, predict and impute on CSV or Parquet files.
+
+Examples
+--------
+::
+
+    latentode fit train.csv --model-dir model --id-col id --time-col time --max-epochs 50
+    latentode predict context.csv --model-dir model --horizon 24 --freq h --level 80 95 -o forecast.csv
+    latentode predict context.csv --model-dir model --times queries.parquet -o pred.parquet
+    latentode impute data.csv --model-dir model -o filled.csv
+
+Errors about files, columns or options print one line to stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pandas.api import types as ptypes
+
+from .decoder import SolverError
+
+_CSV = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz", ".txt")
+_PARQUET = (".parquet", ".pq")
+
+
+class UsageError(Exception):
+    """A user error: reported as one line, exit code 2."""
+
+
+def _kind(path: Path, what: str) -> str:
+    name = path.name.lower()
+    if name.endswith(_CSV):
+        return "csv"
+    if name.endswith(_PARQUET):
+        return "parquet"
+    raise UsageError(f"{what} {str(path)!r}: unknown file type; use one of {list(_CSV + _PARQUET)}.")
+
+
+def read_table(path, what="input file", id_col=None) -> pd.DataFrame:
+    """Read a CSV or Parquet file (by extension); CSV ids are read as strings."""
+    path = Path(path)
+    kind = _kind(path, what)
+    if not path.is_file():
+        raise UsageError(f"{what} {str(path)!r} does not exist.")
+    try:
+        if kind == "parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype={id_col: str} if id_col else None)
+    except ImportError as err:
+        raise UsageError(f"reading {path}: {err} (pip install 'latentode[parquet]')") from err
+    except Exception as err:  # parser errors of pandas/pyarrow come in many classes
+        raise UsageError(f"cannot read {what} {str(path)!r}: {str(err).splitlines()[0] if str(err) else err!r}") \
+            from err
+
+
+def write_table(frame: pd.DataFrame, path) -> None:
+    path = Path(path)
+    kind = _kind(path, "output file")
+    if not path.parent.is_dir():
+        raise UsageError(f"output directory {str(path.parent)!r} does not exist.")
+    if kind == "parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+
+
+def _parse_times(frame: pd.DataFrame, time_col: str, kind=None, what="input file") -> pd.DataFrame:
+    """Turn a text time column into datetimes (CSV files hold text); numbers are kept."""
+    if time_col not in frame.columns:
+        raise UsageError(f"{what}: time column {time_col!r} not found; columns: {list(frame.columns)}.")
+    col = frame[time_col]
+    want_datetime = kind is not None and kind.kind == "datetime"
+    is_text = ptypes.is_object_dtype(col.dtype) or ptypes.is_string_dtype(col.dtype)
+    if (want_datetime and not ptypes.is_datetime64_any_dtype(col.dtype)) or (kind is None and is_text):
+        try:
+            parsed = pd.to_datetime(col, format="ISO8601")
+        except (ValueError, TypeError) as err:
+            raise UsageError(f"{what}: time column {time_col!r} holds neither numbers nor ISO dates "
+                             f"(e.g. {col.iloc[0]!r}).") from err
+        if kind is not None and kind.tz is not None and parsed.dt.tz is None:
+            parsed = parsed.dt.tz_localize(kind.tz)
+        frame = frame.assign(**{time_col: parsed})
+    elif kind is not None and kind.kind == "timedelta" and not ptypes.is_timedelta64_dtype(col.dtype):
+        try:
+            frame = frame.assign(**{time_col: pd.to_timedelta(col)})
+        except (ValueError, TypeError) as err:
+            raise UsageError(f"{what}: time column {time_col!r} does not hold time spans.") from err
+    return frame
+
+
+def _load_model(model_dir):
+    from .estimator import LatentODERegressor
+
+    try:
+        return LatentODERegressor.load(model_dir, device="cpu")
+    except FileNotFoundError as err:
+        raise UsageError(f"model directory {str(model_dir)!r}: no saved model there (run `latentode fit` "
+                         "with --model-dir first).") from err
+
+
+def _read_for_model(path, est, what="input file"):
+    frame = read_table(path, what, est.id_col_)
+    return _parse_times(frame, est.time_col_, est.time_kind_, what)
+
+
+def _param(text: str):
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_fit(a) -> int:
+    from .estimator import LatentODERegressor
+
+    value_cols = [c.strip() for c in a.value_cols.split(",") if c.strip()] if a.value_cols else None
+    frame = read_table(a.data, "data file", a.id_col)
+    time_col = a.time_col
+    if time_col is None:
+        from ._frame import TIME_CANDIDATES, _find
+        time_col = _find(list(frame.columns), TIME_CANDIDATES)
+        if time_col is None:
+            raise UsageError(f"data file has no time column among {list(TIME_CANDIDATES)}; pass --time-col; "
+                             f"columns: {list(frame.columns)}.")
+    frame = _parse_times(frame, time_col, what="data file")
+    params = dict(id_col=a.id_col, time_col=time_col, value_cols=value_cols, encoder=a.encoder,
+                  latent_dim=a.latent_dim, encoder_dim=a.encoder_dim, width=a.width, max_epochs=a.max_epochs,
+                  batch_size=a.batch_size, lr=a.lr, validation_fraction=a.validation_fraction,
+                  random_state=a.seed, verbose=0 if a.quiet else 1, device=a.device)
+    unknown = [k for k, _ in a.param if k not in LatentODERegressor().get_params()]
+    if unknown:
+        raise UsageError(f"--param {unknown} not parameters of LatentODERegressor; valid: "
+                         f"{sorted(LatentODERegressor().get_params())}.")
+    params.update(dict(a.param))
+    est = LatentODERegressor(**params)
+    t0 = time.perf_counter()
+    est.fit(frame)
+    path = est.save(a.model_dir)
+    n_series = frame[est.id_col_].nunique() if est.id_col_ is not None else 1
+    print(f"fitted {len(est.history_)} epochs in {time.perf_counter() - t0:.1f} s on {n_series} series, "
+          f"variables {list(est.feature_names_in_)}; saved to {path}", file=sys.stderr)
+    return 0
+
+
+def _horizon_queries(frame, est, horizon, freq) -> pd.DataFrame:
+    """``horizon`` steps of ``freq`` after each series' last time."""
+    tcol, icol = est.time_col_, est.id_col_
+    if est.time_kind_.kind == "numeric":
+        try:
+            step = float(freq)
+        except ValueError as err:
+            raise UsageError(f"--freq {freq!r}: the model's time is numeric, so --freq must be a number.") from err
+    else:
+        try:
+            step = pd.to_timedelta(pd.tseries.frequencies.to_offset(freq))
+        except (ValueError, TypeError) as err:
+            raise UsageError(f"--freq {freq!r} is not a fixed pandas frequency such as 'h', '15min', '1D'.") \
+                from err
+    last = frame.groupby(icol, sort=False)[tcol].max() if icol is not None else pd.Series([frame[tcol].max()])
+    k = np.arange(1, horizon + 1)
+    times = np.repeat(last.to_numpy(), horizon)
+    if est.time_kind_.kind == "numeric":
+        qt = pd.Series(times.astype(float) + np.tile(k, len(last)) * step)
+    else:
+        qt = pd.Series(pd.Series(times, dtype=frame[tcol].dtype) + pd.to_timedelta(np.tile(k, len(last)) * step))
+    out = {tcol: qt.reset_index(drop=True)}
+    if icol is not None:
+        out = {icol: pd.Series(np.repeat(last.index.to_numpy(), horizon), dtype=frame[icol].dtype), **out}
+    return pd.DataFrame(out)
+
+
+def cmd_predict(a) -> int:
+    est = _load_model(a.model_dir)
+    frame = _read_for_model(a.data, est, "data file")
+    if a.times is not None and a.horizon is not None:
+        raise UsageError("pass --times or --horizon, not both.")
+    if a.quantiles and a.level:
+        raise UsageError("pass --level or --quantiles, not both.")
+    times = None
+    if a.times is not None:
+        times = _read_for_model(a.times, est, "times file")
+        need = [c for c in (est.id_col_, est.time_col_) if c is not None]
+        missing = [c for c in need if c not in times.columns]
+        if missing:
+            raise UsageError(f"times file lacks the columns {missing}; columns: {list(times.columns)}.")
+        times = times[need]
+    elif a.horizon is not None:
+        if a.freq is None:
+            raise UsageError("--horizon needs --freq (e.g. 'h' for datetimes, a number for numeric time).")
+        if a.horizon < 1:
+            raise UsageError(f"--horizon must be >= 1, got {a.horizon}.")
+        times = _horizon_queries(frame, est, a.horizon, a.freq)
+    pred = est.predict(frame, times=times, level=a.level or None, quantiles=a.quantiles or None,
+                       return_std=a.std, n_samples=a.n_samples, random_state=a.seed)
+    write_table(pred, a.output)
+    print(f"wrote {len(pred)} rows to {a.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_impute(a) -> int:
+    est = _load_model(a.model_dir)
+    frame = _read_for_model(a.data, est, "data file")
+    out = est.impute(frame)
+    write_table(out, a.output)
+    print(f"wrote {len(out)} rows to {a.output}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="latentode",
+        description="Latent ODEs for irregularly sampled multivariate time series in long format "
+                    "(one row per series and time, one column per variable, empty = not measured). "
+                    "Files are CSV or Parquet, chosen by extension.",
+        epilog="Run `latentode COMMAND --help` for a command's options. Errors exit with code 2.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    f = sub.add_parser("fit", help="fit a model on a long table and save it to a directory",
+                       description="Fit a LatentODERegressor on a long table and save it (config.json, "
+                                   "weights.pt) to --model-dir. Shows a progress bar unless --quiet.")
+    f.add_argument("data", type=Path, help="training table (.csv or .parquet)")
+    f.add_argument("--model-dir", "-m", type=Path, required=True, help="directory to save the model to")
+    f.add_argument("--id-col", help="series id column (default: 'unique_id' or 'id'; none = one series)")
+    f.add_argument("--time-col", help="time column, numbers or ISO dates (default: 'ds', 'time' or 'timestamp')")
+    f.add_argument("--value-cols", help="comma-separated variable columns (default: all other columns)")
+    f.add_argument("--encoder", default="odernn", choices=["odernn", "gru"], help="default: %(default)s")
+    f.add_argument("--latent-dim", type=int, default=20, help="default: %(default)s")
+    f.add_argument("--encoder-dim", type=int, default=40, help="default: %(default)s")
+    f.add_argument("--width", type=int, default=50, help="MLP width (default: %(default)s)")
+    f.add_argument("--max-epochs", type=int, default=100, help="default: %(default)s")
+    f.add_argument("--batch-size", type=int, default=50, help="default: %(default)s")
+    f.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default: %(default)s)")
+    f.add_argument("--validation-fraction", type=float, default=0.1,
+                   help="share of series held out for early stopping, 0 disables (default: %(default)s)")
+    f.add_argument("--seed", type=int, default=None, help="random seed (default: none)")
+    f.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: %(default)s)")
+    f.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
+                   help="any other LatentODERegressor parameter, VALUE as JSON (repeatable), e.g. "
+                        "--param prior=\\\"cnf\\\" --param kl_warmup=5")
+    f.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    f.set_defaults(func=cmd_fit)
+
+    pr = sub.add_parser("predict", help="predict means and intervals at query times",
+                        description="Condition on the observed rows of DATA and write predictions: at the rows "
+                                    "of DATA (default), at the (id, time) rows of --times, or --horizon steps of "
+                                    "--freq after each series' last time. Output columns: id, time, one mean per "
+                                    "variable, then {var}-lo-{level}/{var}-hi-{level}, {var}-q-{100q} or "
+                                    "{var}-std as asked.")
+    pr.add_argument("data", type=Path, help="context table (.csv or .parquet), the model's columns")
+    pr.add_argument("--model-dir", "-m", type=Path, required=True, help="a directory written by `latentode fit`")
+    pr.add_argument("--output", "-o", type=Path, required=True, help="output table (.csv or .parquet)")
+    pr.add_argument("--times", type=Path, help="table of (id, time) query rows, the model's column names")
+    pr.add_argument("--horizon", type=int, help="number of steps to forecast after each series' last time")
+    pr.add_argument("--freq", help="step of --horizon: a pandas frequency ('h', '30min', '1D') for datetime "
+                                   "data, a number for numeric time")
+    pr.add_argument("--level", type=float, nargs="+", metavar="LEVEL",
+                    help="central prediction intervals in percent, e.g. --level 80 95")
+    pr.add_argument("--quantiles", type=float, nargs="+", metavar="Q", help="quantiles in (0, 1), e.g. 0.1 0.5 0.9")
+    pr.add_argument("--std", action="store_true", help="add the predictive standard deviation {var}-std")
+    pr.add_argument("--n-samples", type=int, default=200,
+                    help="predictive samples behind intervals (default: %(default)s)")
+    pr.add_argument("--seed", type=int, default=0, help="seed of the samples (default: %(default)s)")
+    pr.set_defaults(func=cmd_predict)
+
+    im = sub.add_parser("impute", help="fill the empty values of a table",
+                        description="Fill every empty variable value of DATA with the model's reconstruction; "
+                                    "observed values, rows and columns are kept.")
+    im.add_argument("data", type=Path, help="table with missing values (.csv or .parquet)")
+    im.add_argument("--model-dir", "-m", type=Path, required=True, help="a directory written by `latentode fit`")
+    im.add_argument("--output", "-o", type=Path, required=True, help="output table (.csv or .parquet)")
+    im.set_defaults(func=cmd_impute)
+    return p
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``latentode`` console script; returns the exit code."""
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        return a.func(a)
+    except (UsageError, ValueError, TypeError, FileNotFoundError, SolverError) as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"latentode {a.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The ``latentode`` command line end to end on small files in a temporary directory."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from latentode.cli import main
+from latentode.datasets import make_synthetic
+
+TINY = ["--latent-dim", "4", "--encoder-dim", "8", "--width", "16", "--max-epochs", "1",
+        "--validation-fraction", "0", "--seed", "0", "--quiet"]
+VARS = ["v1", "v2", "v3"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A CSV of 5 irregular series and a model fitted on it by ``latentode fit``."""
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("cli")
+    df, _ = make_synthetic(5, n_obs=(8, 12), random_state=0)
+    df.to_csv(d / "data.csv", index=False)
+    assert main(["fit", str(d / "data.csv"), "--model-dir", str(d / "model"), *TINY]) == 0
+    return d, df
+
+
+def one_line_error(capsys, *words):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in err, err
+    return err
+
+
+def test_fit_saves_a_model(workdir):
+    d, _ = workdir
+    assert (d / "model" / "config.json").is_file() and (d / "model" / "weights.pt").is_file()
+
+
+def test_predict_horizon_with_levels(workdir):
+    d, df = workdir
+    out = d / "forecast.csv"
+    assert main(["predict", str(d / "data.csv"), "-m", str(d / "model"), "--horizon", "3", "--freq", "h",
+                 "--level", "80", "95", "--n-samples", "20", "-o", str(out)]) == 0
+    pred = pd.read_csv(out, parse_dates=["time"])
+    assert len(pred) == 5 * 3
+    assert {"id", "time", *VARS, "v1-lo-80", "v1-hi-80", "v3-lo-95", "v3-hi-95"} <= set(pred.columns)
+    first = pred[pred["id"] == "s0000"]["time"].tolist()
+    last = df[df["id"] == "s0000"]["time"].max()
+    assert first == [last + pd.Timedelta(hours=h) for h in (1, 2, 3)]
+    assert (pred["v2-lo-80"] <= pred["v2-hi-80"]).all()
+
+
+def test_predict_times_file_parquet_and_rows(workdir):
+    d, df = workdir
+    q = df[["id", "time"]].iloc[::3].reset_index(drop=True)
+    q.to_parquet(d / "queries.parquet")
+    out = d / "pred.parquet"
+    assert main(["predict", str(d / "data.csv"), "-m", str(d / "model"), "--times", str(d / "queries.parquet"),
+                 "--quantiles", "0.1", "0.5", "0.9", "--std", "--n-samples", "20", "-o", str(out)]) == 0
+    pred = pd.read_parquet(out)
+    assert len(pred) == len(q) and {"v1-q-10", "v1-median", "v1-q-90", "v1-std"} <= set(pred.columns)
+    np.testing.assert_array_equal(pred["time"].to_numpy(), q["time"].to_numpy())
+    # no query option: predictions at the rows of the data
+    assert main(["predict", str(d / "data.csv"), "-m", str(d / "model"), "-o", str(d / "rows.csv")]) == 0
+    assert len(pd.read_csv(d / "rows.csv")) == len(df)
+
+
+def test_impute_fills_every_gap(workdir):
+    d, df = workdir
+    out = d / "filled.csv"
+    assert main(["impute", str(d / "data.csv"), "-m", str(d / "model"), "-o", str(out)]) == 0
+    filled = pd.read_csv(out)
+    assert filled.shape == df.shape and not filled[VARS].isna().any(axis=None)
+    seen = df[VARS].notna().to_numpy()
+    np.testing.assert_allclose(filled[VARS].to_numpy()[seen], df[VARS].to_numpy()[seen])
+
+
+def test_errors_exit_2_with_one_line(workdir, capsys, tmp_path):
+    d, df = workdir
+    data, model = str(d / "data.csv"), str(d / "model")
+    assert main(["fit", data, "-m", str(tmp_path / "m"), "--id-col", "patient", *TINY]) == 2
+    one_line_error(capsys, "patient")
+    assert main(["fit", data, "-m", str(tmp_path / "m"), "--value-cols", "v1,nope", *TINY]) == 2
+    one_line_error(capsys, "nope")
+    assert main(["fit", str(tmp_path / "absent.csv"), "-m", str(tmp_path / "m"), *TINY]) == 2
+    one_line_error(capsys, "absent.csv", "does not exist")
+    assert main(["impute", data, "-m", str(tmp_path / "no-model"), "-o", str(tmp_path / "o.csv")]) == 2
+    one_line_error(capsys, "no saved model")
+    assert main(["impute", data, "-m", model, "-o", str(tmp_path / "o.xlsx")]) == 2
+    one_line_error(capsys, "unknown file type")
+    df.drop(columns="v2").to_csv(tmp_path / "short.csv", index=False)
+    assert main(["impute", str(tmp_path / "short.csv"), "-m", model, "-o", str(tmp_path / "o.csv")]) == 2
+    one_line_error(capsys, "v2")
+    (tmp_path / "bad.csv").write_text("id,time,v1,v2,v3\na,yesterday,1,2,3\n")
+    assert main(["predict", str(tmp_path / "bad.csv"), "-m", model, "-o", str(tmp_path / "o.csv")]) == 2
+    one_line_error(capsys, "time")
+    df[["time"]].to_csv(tmp_path / "q.csv", index=False)
+    assert main(["predict", data, "-m", model, "--times", str(tmp_path / "q.csv"), "-o", str(tmp_path / "o.csv")]) == 2
+    one_line_error(capsys, "'id'")
+    assert main(["predict", data, "-m", model, "--horizon", "2", "-o", str(tmp_path / "o.csv")]) == 2
+    one_line_error(capsys, "--freq")
+    assert main(["predict", data, "-m", model, "--horizon", "2", "--freq", "often", "-o",
+                 str(tmp_path / "o.csv")]) == 2
+    one_line_error(capsys, "often")
+
+
+def test_help_is_useful(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert all(w in out for w in ("fit", "predict", "impute", "CSV or Parquet"))
+    for cmd, words in {"fit": ["--model-dir", "--id-col", "--time-col", "--value-cols", "--max-epochs"],
+                       "predict": ["--times", "--horizon", "--freq", "--level", "--quantiles"],
+                       "impute": ["--model-dir", "--output"]}.items():
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+        out = capsys.readouterr().out
+        assert all(w in out for w in words), (cmd, out)
+    with pytest.raises(SystemExit) as e:
+        main([])
+    assert e.value.code == 2
+
+
+def test_console_entry_point_no_traceback(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "latentode.cli", "impute", str(tmp_path / "x.csv"), "-m",
+                        str(tmp_path), "-o", str(tmp_path / "y.csv")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
