@@ -77,7 +77,10 @@ def main(n_series: int = 300, max_epochs: int = 60, random_state: int = 0, plot:
           f"last value carried forward {results['forecast_mse_locf']:.4f}")
     # arbitrary timestamps: an hourly grid from each context start to 12 h past its last row
     grid = pd.date_range(context["time"].min(), context["time"].max() + pd.Timedelta(hours=12), freq="h")
-    assert len(model.predict(context.head(50), times=grid)) > 0
+    hourly = model.predict(context, times=grid)
+    print(f"hourly grid: {len(hourly)} predicted rows for {context['id'].nunique()} series, "
+          f"{hourly['time'].min()} to {hourly['time'].max()}")
+    results["hourly_rows"] = len(hourly)
     if plot:
         results["plot"] = _plot(model, context, future, Path(plot if isinstance(plot, str) else "quickstart.png"))
     return results
@@ -88,12 +91,15 @@ def _plot(model, context, future, path: Path):
         import matplotlib
 
         matplotlib.use("Agg")
-        from latentode.plotting import plot_series
+        from latentode.plotting import plot_series, time_grid
     except ImportError:
         print("matplotlib is not installed: no plot (pip install 'latentode[plot]')")
         return None
-    sid = context["id"].iloc[0]
-    fig = plot_series(model, context[context["id"] == sid], future=future[future["id"] == sid], level=80)
+    ids = context["id"].drop_duplicates().iloc[:3]
+    ctx, fut = context[context["id"].isin(ids)], future[future["id"].isin(ids)]
+    grid = time_grid(pd.concat([ctx, fut]), n_points=150)  # dense (id, time) rows over each whole window
+    pred = model.predict(ctx, times=grid, level=[80])
+    fig = plot_series(ctx, pred, level=80, truth=fut)
     fig.savefig(path, dpi=110)
     print(f"plot saved to {path}")
     return str(path)

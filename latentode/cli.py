@@ -124,6 +124,10 @@ def _param(text: str):
 def cmd_fit(a) -> int:
     from .estimator import LatentODERegressor
 
+    unknown = [k for k, _ in a.param if k not in LatentODERegressor().get_params()]
+    if unknown:
+        raise UsageError(f"--param {unknown} are not parameters of LatentODERegressor; valid: "
+                         f"{sorted(LatentODERegressor().get_params())}.")
     value_cols = [c.strip() for c in a.value_cols.split(",") if c.strip()] if a.value_cols else None
     frame = read_table(a.data, "data file", a.id_col)
     time_col = a.time_col
@@ -138,10 +142,6 @@ def cmd_fit(a) -> int:
                   latent_dim=a.latent_dim, encoder_dim=a.encoder_dim, width=a.width, max_epochs=a.max_epochs,
                   batch_size=a.batch_size, lr=a.lr, validation_fraction=a.validation_fraction,
                   random_state=a.seed, verbose=0 if a.quiet else 1, device=a.device)
-    unknown = [k for k, _ in a.param if k not in LatentODERegressor().get_params()]
-    if unknown:
-        raise UsageError(f"--param {unknown} not parameters of LatentODERegressor; valid: "
-                         f"{sorted(LatentODERegressor().get_params())}.")
     params.update(dict(a.param))
     est = LatentODERegressor(**params)
     t0 = time.perf_counter()

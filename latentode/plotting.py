@@ -12,7 +12,7 @@ import pandas as pd
 
 from ._frame import ID_CANDIDATES, TIME_CANDIDATES, _find
 
-__all__ = ["plot_series"]
+__all__ = ["plot_series", "time_grid"]
 
 
 def _pyplot():
@@ -45,6 +45,58 @@ def _per_id(df, id_col, time_col, forecast_start, ids):
     if isinstance(forecast_start, (dict, pd.Series)):
         return {i: forecast_start.get(i) for i in ids}
     return dict.fromkeys(ids, forecast_start)
+
+
+def time_grid(df, *, n_points=100, extend=None, id_col=None, time_col=None) -> pd.DataFrame:
+    """A dense per-series query frame: ``n_points`` evenly spaced times over each series' window.
+
+    Pass it as ``times=`` to ``predict`` to draw smooth means and bands with :func:`plot_series`.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Long frame; each series' window runs from its first to its last time.
+    n_points : int, default=100
+    extend : None, a time span (``pd.Timedelta`` or number) or a frame of later rows, default=None
+        Extends each window: by a fixed span past its last time, or to the last time each id has
+        in the given frame (e.g. held-out future rows).
+    id_col, time_col : str or None, default=None
+        As in :func:`plot_series`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns id (if any) and time, ``n_points`` rows per series.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"id": ["a", "a", "b"], "time": [0.0, 2.0, 1.0], "v": [1.0, 2.0, 3.0]})
+    >>> time_grid(df, n_points=3, extend=1.0)["time"].tolist()
+    [0.0, 1.5, 3.0, 1.0, 1.5, 2.0]
+    """
+    if isinstance(n_points, bool) or not isinstance(n_points, numbers.Integral) or n_points < 2:
+        raise ValueError(f"n_points must be an integer >= 2, got {n_points!r}.")
+    id_col = _column(df, id_col, ID_CANDIDATES, "id", required=False)
+    time_col = _column(df, time_col, TIME_CANDIDATES, "time", required=True)
+    if id_col is None:
+        first, last = pd.Series([df[time_col].min()]), pd.Series([df[time_col].max()])
+    else:
+        g = df.groupby(id_col, sort=False)[time_col]
+        first, last = g.min(), g.max()
+    if isinstance(extend, pd.DataFrame):
+        later = extend[time_col].max() if id_col is None else extend.groupby(id_col)[time_col].max()
+        later = pd.Series([later]) if id_col is None else later.reindex(last.index)
+        last = pd.concat([last, later.fillna(last)], axis=1).max(axis=1)
+    elif extend is not None:
+        last = last + extend
+    frac = np.linspace(0.0, 1.0, n_points)
+    span = (last - first).to_numpy()
+    times = np.repeat(first.to_numpy(), n_points) + np.tile(frac, len(first)) * np.repeat(span, n_points)
+    out = {time_col: pd.Series(times, dtype=df[time_col].dtype)}
+    if id_col is not None:
+        out = {id_col: pd.Series(np.repeat(first.index.to_numpy(), n_points), dtype=df[id_col].dtype), **out}
+    return pd.DataFrame(out)
 
 
 def plot_series(df, pred, *, ids=None, variables=None, level=80, forecast_start=None, truth=None, id_col=None,

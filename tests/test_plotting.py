@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 
-from latentode.plotting import plot_series  # noqa: E402
+from latentode.plotting import plot_series, time_grid  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +70,20 @@ def test_single_series_numeric_time():
     assert len(fig.axes) == 1 and fig.axes[0].lines[-1].get_xdata()[0] == 2.5
 
 
+def test_time_grid_per_series_windows():
+    df, _, truth = frames(2)
+    g = time_grid(df, n_points=5)
+    assert list(g.columns) == ["id", "time"] and len(g) == 10 and g["time"].dtype == df["time"].dtype
+    win = df.groupby("id")["time"].agg(["min", "max"])
+    assert (g.groupby("id")["time"].min() == win["min"]).all() and (g.groupby("id")["time"].max() == win["max"]).all()
+    assert (time_grid(df, n_points=5, extend=truth).groupby("id")["time"].max()
+            == truth.groupby("id")["time"].max()).all()
+    assert (time_grid(df, n_points=2, extend=pd.Timedelta(hours=1)).groupby("id")["time"].max()
+            == win["max"] + pd.Timedelta(hours=1)).all()
+    with pytest.raises(ValueError, match="n_points"):
+        time_grid(df, n_points=1)
+
+
 def test_with_a_fitted_model():
     torch = pytest.importorskip("torch")
     from latentode import LatentODERegressor
@@ -79,8 +93,8 @@ def test_with_a_fitted_model():
     df, _ = make_synthetic(4, n_obs=(8, 10), random_state=0)
     est = LatentODERegressor(latent_dim=4, encoder_dim=8, width=16, max_epochs=1, validation_fraction=0,
                              random_state=0).fit(df)
-    grid = pd.date_range(df["time"].min(), df["time"].max() + pd.Timedelta(hours=12), periods=20)
-    pred = est.predict(df, times=grid, level=[80], n_samples=20)
+    pred = est.predict(df, times=time_grid(df, n_points=20, extend=pd.Timedelta(hours=12)), level=[80],
+                       n_samples=20)
     fig = plot_series(df, pred, level=80, ids=list(df["id"].unique()[:2]))
     assert len(fig.axes) == 2 * 3
 
