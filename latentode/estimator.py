@@ -259,7 +259,8 @@ class LatentODERegressor(BaseEstimator):
         valid = series.subset(np.sort(perm[:n_valid])) if n_valid else None
         train = series.subset(np.sort(perm[n_valid:])) if n_valid else series
 
-        with torch.random.fork_rng(devices=[self.device_] if self.device_.type == "cuda" else []):
+        cuda = [self.device_.index or 0] if self.device_.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             self.module_ = self._build_module().to(self.device_)
         generator = torch.Generator(device=self.device_).manual_seed(seed)

@@ -182,3 +182,12 @@ def test_extra_columns_are_ignored_and_kept_by_impute(fitted, synth):
     df = synth[0].assign(note="ok")
     out = fitted.impute(df)
     assert (out["note"] == "ok").all() and list(out.columns) == list(df.columns)
+
+
+@pytest.mark.parametrize("params", [dict(n_samples=3), dict(encoder="gru"), dict(adjoint=False, method="rk4"),
+                                    dict(prior="cnf", n_samples=2, prior_options={"hidden_dim": 8})])
+def test_other_configurations_fit(synth, params):
+    df = synth[0]
+    est = LatentODERegressor(**dict(TINY, max_epochs=1, **params)).fit(df)
+    assert np.isfinite(est.history_[0]["loss"])
+    assert np.isfinite(est.predict(df)[VARS].to_numpy()).all()
