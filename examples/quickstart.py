@@ -37,16 +37,22 @@ def _mse(pred: pd.DataFrame, truth: pd.DataFrame, where: np.ndarray) -> float:
 
 
 def main(n_series: int = 300, max_epochs: int = 60, random_state: int = 0, plot: bool | str = True,
-         verbose: int = 1, **params) -> dict:
-    """Run the quickstart; returns the error table as a dict and prints it."""
-    df, truth = make_synthetic(n_series, random_state=random_state)
+         verbose: int = 1, n_obs=(8, 24), **params) -> dict:
+    """Run the quickstart; returns the error table as a dict and prints it.
+
+    ``n_obs`` is the range of observation times per series (sparse: 8 to 24 over 1.5 to 2.5 days, each
+    variable seen at half of them); ``params`` override the estimator's settings.
+    """
+    df, truth = make_synthetic(n_series, n_obs=n_obs, random_state=random_state)
     ids = df["id"].unique()
     test_ids = set(ids[int(0.8 * len(ids)):])
     is_test = df["id"].isin(test_ids).to_numpy()
     train, test, test_truth = df[~is_test], df[is_test], truth[is_test]
 
-    settings = dict(latent_dim=8, encoder_dim=32, width=50, max_epochs=max_epochs, lr=5e-3, batch_size=50,
-                    random_state=random_state, verbose=verbose)
+    # adjoint=False: backpropagating through the solver is ~3x faster than the adjoint on grids this short,
+    # and memory is no concern here; mask_fraction=0.4 trains imputation harder than the default 0.2.
+    settings = dict(latent_dim=16, encoder_dim=32, width=50, max_epochs=max_epochs, lr=1e-2, batch_size=50,
+                    adjoint=False, mask_fraction=0.4, random_state=random_state, verbose=verbose)
     settings.update(params)
     t0 = time.perf_counter()
     model = LatentODERegressor(**settings).fit(train)
