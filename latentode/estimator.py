@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import numbers
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._collate import Scaling, collate, pad_queries
 from ._frame import SeriesSet, TimeKind, group_points, validate_frame
+from ._queries import interval_columns, resolve_queries
+from ._validation import check_choice, check_number, resolve_device
 from ._training import evaluate_mse, fit_loop
 from .decoder import METHODS
 from .encoders import ENCODERS
@@ -22,53 +23,6 @@ from .model import LatentODE
 from .priors import PRIORS
 
 _FORMAT_VERSION = 1
-
-
-def _check_choice(name, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of {sorted(choices)}.")
-
-
-def _check_number(name, value, *, low=None, high=None, integer=False, low_open=False, allow_none=False):
-    if value is None and allow_none:
-        return
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise TypeError(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}.")
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}.")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high}, got {value!r}.")
-
-
-def _resolve_device(device) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device={device!r} is not 'auto' or a torch device such as 'cpu' or 'cuda'.") from err
-
-
-def _interval_columns(quantiles, level):
-    """Probabilities to compute and their column suffixes, from ``quantiles`` or ``level``."""
-    if quantiles is not None and level is not None:
-        raise ValueError("pass quantiles or level, not both.")
-    if quantiles is not None:
-        q = np.atleast_1d(np.asarray(quantiles, dtype=float))
-        if q.ndim != 1 or not len(q) or ((q <= 0) | (q >= 1)).any():
-            raise ValueError(f"quantiles must be a non-empty list of numbers in (0, 1), got {quantiles!r}.")
-        return list(q), ["median" if v == 0.5 else f"q-{100 * v:g}" for v in q]
-    if level is not None:
-        lv = np.atleast_1d(np.asarray(level, dtype=float))
-        if lv.ndim != 1 or not len(lv) or ((lv <= 0) | (lv >= 100)).any():
-            raise ValueError(f"level must be a non-empty list of numbers in (0, 100), got {level!r}.")
-        probs, names = [], []
-        for v in lv:
-            probs += [0.5 - v / 200, 0.5 + v / 200]
-            names += [f"lo-{v:g}", f"hi-{v:g}"]
-        return probs, names
-    return [], []
 
 
 class LatentODERegressor(BaseEstimator):
@@ -193,20 +147,20 @@ class LatentODERegressor(BaseEstimator):
 
     # ------------------------------------------------------------------ validation
     def _validate_params(self):
-        _check_choice("encoder", self.encoder, ENCODERS)
-        _check_choice("prior", self.prior, PRIORS)
-        _check_choice("method", self.method, METHODS)
+        check_choice("encoder", self.encoder, ENCODERS)
+        check_choice("prior", self.prior, PRIORS)
+        check_choice("method", self.method, METHODS)
         for name in ("latent_dim", "encoder_dim", "width", "n_layers", "max_num_steps", "n_samples", "max_epochs",
                      "batch_size"):
-            _check_number(name, getattr(self, name), low=1, integer=True)
-        _check_number("kl_warmup", self.kl_warmup, low=0, integer=True)
-        _check_number("patience", self.patience, low=1, integer=True, allow_none=True)
+            check_number(name, getattr(self, name), low=1, integer=True)
+        check_number("kl_warmup", self.kl_warmup, low=0, integer=True)
+        check_number("patience", self.patience, low=1, integer=True, allow_none=True)
         for name in ("rtol", "atol", "lr"):
-            _check_number(name, getattr(self, name), low=0, low_open=True)
-        _check_number("weight_decay", self.weight_decay, low=0)
-        _check_number("mask_fraction", self.mask_fraction, low=0, high=1)
-        _check_number("forecast_fraction", self.forecast_fraction, low=0, high=1)
-        _check_number("validation_fraction", self.validation_fraction, low=0, high=0.9)
+            check_number(name, getattr(self, name), low=0, low_open=True)
+        check_number("weight_decay", self.weight_decay, low=0)
+        check_number("mask_fraction", self.mask_fraction, low=0, high=1)
+        check_number("forecast_fraction", self.forecast_fraction, low=0, high=1)
+        check_number("validation_fraction", self.validation_fraction, low=0, high=0.9)
         if not isinstance(self.adjoint, (bool, np.bool_)):
             raise TypeError(f"adjoint must be True or False, got {self.adjoint!r}.")
         if self.prior_options is not None and not isinstance(self.prior_options, dict):
@@ -219,6 +173,9 @@ class LatentODERegressor(BaseEstimator):
     def _build_module(self) -> LatentODE:
         return LatentODE(self.n_features_in_, self.latent_dim, self.encoder, self.encoder_dim, self.width,
                          self.n_layers, self.prior, self.prior_options)
+
+    def _queries(self, lf, times):
+        return resolve_queries(lf, times, self.time_kind_, self.id_col_, self.time_col_)
 
     def _validate(self, X, name="X"):
         """Validate a frame against the fitted columns and time kind."""
@@ -248,7 +205,7 @@ class LatentODERegressor(BaseEstimator):
         self.time_kind_ = lf.time_kind
         series = lf.series.observed_only()
         self.scaling_ = Scaling.fit(series, lf.columns.values)
-        self.device_ = _resolve_device(self.device)
+        self.device_ = resolve_device(self.device)
 
         rs = check_random_state(self.random_state)
         seed = int(rs.randint(0, 2**31 - 1))
@@ -321,42 +278,6 @@ class LatentODERegressor(BaseEstimator):
         out = out * self.scaling_.std + self.scaling_.mean
         return out[:, row_point]
 
-    def _queries(self, lf, times):
-        """Resolve ``times`` into (series codes, internal times, output key frame)."""
-        ids = lf.series.ids
-        id_col, time_col = self.id_col_, self.time_col_
-        if times is None:
-            keys = lf.frame[[c for c in (id_col, time_col) if c is not None]]
-            t = self.time_kind_.to_float(lf.frame[time_col], f"time column {time_col!r}")
-            return lf.codes, t, keys
-        if isinstance(times, pd.DataFrame):
-            need = [c for c in (id_col, time_col) if c is not None]
-            missing = [c for c in need if c not in times.columns]
-            if missing:
-                raise ValueError(f"times is a DataFrame but lacks columns {missing}; found {list(times.columns)}.")
-            t = self.time_kind_.to_float(times[time_col], f"column {time_col!r} of times")
-            if id_col is None:
-                codes = np.zeros(len(times), dtype=np.int64)
-            else:
-                codes = pd.Index(ids).get_indexer(times[id_col])
-                if (codes < 0).any():
-                    unknown = pd.unique(times[id_col][codes < 0])[:5].tolist()
-                    raise ValueError(f"times has ids with no rows in X (so nothing to condition on): {unknown}.")
-            return codes, t, times[need]
-        if isinstance(times, (str, bytes)) or np.ndim(times) > 1:
-            raise TypeError("times must be None, a DataFrame of (id, time) rows, or a 1-D sequence of times.")
-        tvals = pd.Series(np.atleast_1d(times)) if not isinstance(times, (pd.Index, pd.Series)) else pd.Series(
-            times.array)
-        if len(tvals) == 0:
-            raise ValueError("times is empty.")
-        t1 = self.time_kind_.to_float(tvals, "times")
-        n_s, n_t = len(ids), len(t1)
-        codes = np.repeat(np.arange(n_s), n_t)
-        keys = {time_col: tvals.take(np.tile(np.arange(n_t), n_s)).reset_index(drop=True)}
-        if id_col is not None:
-            keys = {id_col: pd.Series(ids, dtype=lf.frame[id_col].dtype).take(codes).reset_index(drop=True), **keys}
-        return codes, np.tile(t1, n_s), pd.DataFrame(keys)
-
     # ------------------------------------------------------------------ public inference
     def predict(self, X, times=None, *, quantiles=None, level=None, return_std=False, n_samples=200,
                 random_state=0):
@@ -395,14 +316,14 @@ class LatentODERegressor(BaseEstimator):
             float column per variable (the mean), then the requested uncertainty columns.
         """
         check_is_fitted(self)
-        probs, names = _interval_columns(quantiles, level)
+        probs, names = interval_columns(quantiles, level)
         lf = self._validate(X)
         codes, t, keys = self._queries(lf, times)
         context = lf.series.observed_only()
         mean = self._decode_points(context, codes, t)[0]
         out = self._to_frame(keys, mean)
         if probs or return_std:
-            _check_number("n_samples", n_samples, low=2, integer=True)
+            check_number("n_samples", n_samples, low=2, integer=True)
             draws = self._decode_points(context, codes, t, n_samples, self._generator(random_state))
             extra = {}
             if probs:
@@ -434,7 +355,7 @@ class LatentODERegressor(BaseEstimator):
             rows (id, time) and one column per variable.
         """
         check_is_fitted(self)
-        _check_number("n_samples", n_samples, low=1, integer=True)
+        check_number("n_samples", n_samples, low=1, integer=True)
         lf = self._validate(X)
         codes, t, keys = self._queries(lf, times)
         draws = self._decode_points(lf.series.observed_only(), codes, t, n_samples, self._generator(random_state))
@@ -467,7 +388,7 @@ class LatentODERegressor(BaseEstimator):
             Columns ``sample``, the time column and one column per variable.
         """
         check_is_fitted(self)
-        _check_number("n_samples", n_samples, low=1, integer=True)
+        check_number("n_samples", n_samples, low=1, integer=True)
         tvals = pd.Series(np.atleast_1d(times)) if not isinstance(times, (pd.Index, pd.Series)) else pd.Series(
             times.array)
         if len(tvals) == 0:
@@ -588,7 +509,7 @@ class LatentODERegressor(BaseEstimator):
         self.time_kind_ = TimeKind(**cfg["time_kind"])
         self.scaling_ = Scaling.from_dict(cfg["scaling"])
         self.history_ = cfg["history"]
-        self.device_ = _resolve_device(device)
+        self.device_ = resolve_device(device)
         self.module_ = self._build_module().to(self.device_).eval()
 
     def __getstate__(self):
