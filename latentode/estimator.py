@@ -231,7 +231,7 @@ class LatentODERegressor(BaseEstimator):
         batch = collate(series, idx, self.scaling_, self.device_)
         return self.module_.encoder(batch.t, batch.x, batch.m)
 
-    def _decode_points(self, context: SeriesSet, q_codes, q_t, n_samples=0, generator=None):
+    def _decode_points(self, context: SeriesSet, q_codes, q_t, n_samples=0, generator=None, reduce=None):
         """Predicted values at query points, in original units.
 
         Parameters
@@ -245,19 +245,25 @@ class LatentODERegressor(BaseEstimator):
             ``k`` samples of z0 from q(z0|x) and adds observation noise (predictive samples).
         generator : torch.Generator or None
             For the draws.
+        reduce : callable or None
+            Applied to each chunk's draws, shape (n_samples, n_points, n_features) in
+            original units, returning (k, n_points, n_features) (e.g. quantiles), so that
+            the full draws never need to exist at once.
 
         Returns
         -------
-        numpy.ndarray, shape (max(n_samples, 1), n_query, n_features)
+        numpy.ndarray, shape (k, n_query, n_features)
+            k = 1 for the mean, ``n_samples`` for draws, or what ``reduce`` returns.
         """
-        n_s = context.n_series
+        n_s, n_f = context.n_series, self.n_features_in_
         times, _, offsets, row_point = group_points(np.asarray(q_codes), np.asarray(q_t), None, n_s)
-        scale = self.scaling_.time_scale
-        out = np.empty((max(n_samples, 1), len(times), self.n_features_in_))
-        model = self.module_
-        chunk = max(self.batch_size, 256)
-        solver = self._solver()
-        self.module_.eval()
+        scale, model, solver = self.scaling_.time_scale, self.module_, self._solver()
+        # series per chunk: bounded by the decoded array's size (samples x series x queries x features)
+        q_max = int(np.diff(offsets).max()) if n_s else 1
+        chunk = int(np.clip(2e7 // (max(n_samples, 1) * max(q_max, 1) * (n_f + self.latent_dim)), 1,
+                            max(self.batch_size, 256)))
+        parts = []
+        model.eval()
         with torch.no_grad():
             for start in range(0, n_s, chunk):
                 idx = np.arange(start, min(start + chunk, n_s))
@@ -272,10 +278,10 @@ class LatentODERegressor(BaseEstimator):
                 if n_samples:
                     eps = torch.randn(xhat.shape, generator=generator, device=xhat.device, dtype=xhat.dtype)
                     xhat = xhat + model.decoder.noise_std * eps
-                xhat = xhat.cpu().double().numpy()
                 valid = np.arange(tq.shape[1])[None, :] < lengths[:, None]
-                out[:, offsets[idx[0]]:offsets[idx[-1] + 1]] = xhat[:, valid]
-        out = out * self.scaling_.std + self.scaling_.mean
+                values = xhat.cpu().double().numpy()[:, valid] * self.scaling_.std + self.scaling_.mean
+                parts.append(values if reduce is None else reduce(values))
+        out = np.concatenate(parts, axis=1) if parts else np.empty((max(n_samples, 1), 0, n_f))
         return out[:, row_point]
 
     # ------------------------------------------------------------------ public inference
@@ -324,17 +330,18 @@ class LatentODERegressor(BaseEstimator):
         out = self._to_frame(keys, mean)
         if probs or return_std:
             check_number("n_samples", n_samples, low=2, integer=True)
-            draws = self._decode_points(context, codes, t, n_samples, self._generator(random_state))
+
+            def summarise(draws):  # (n_samples, n_points, n_features) -> (n_probs [+ 1], ...)
+                stats = [np.quantile(draws, probs, axis=0)] if probs else []
+                return np.concatenate(stats + ([draws.std(axis=0, ddof=1)[None]] if return_std else []), axis=0)
+
+            summary = self._decode_points(context, codes, t, n_samples, self._generator(random_state), summarise)
             extra = {}
-            if probs:
-                qs = np.quantile(draws, probs, axis=0)  # (n_probs, n_query, n_features)
-                for j, var in enumerate(self.feature_names_in_):
-                    for k, suffix in enumerate(names):
-                        extra[f"{var}-{suffix}"] = qs[k, :, j]
-            if return_std:
-                std = draws.std(axis=0, ddof=1)
-                for j, var in enumerate(self.feature_names_in_):
-                    extra[f"{var}-std"] = std[:, j]
+            for j, var in enumerate(self.feature_names_in_):
+                for k, suffix in enumerate(names):
+                    extra[f"{var}-{suffix}"] = summary[k, :, j]
+                if return_std:
+                    extra[f"{var}-std"] = summary[-1, :, j]
             out = pd.concat([out, pd.DataFrame(extra, index=out.index)], axis=1)
         return out
 
