@@ -141,10 +141,11 @@ class GRUDeltaTRegressor(BaseEstimator):
         series = lf.series.observed_only()
         self.scaling_ = Scaling.fit(series, lf.columns.values)
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
-        torch.manual_seed(seed)
         rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-        self.module_ = nn.ModuleDict({"gru": nn.GRUCell(2 * n_f + 1, self.hidden_dim),
-                                      "head": mlp(self.hidden_dim + 1, self.width, n_f, 2)})
+        with torch.random.fork_rng(devices=[]):  # seeded weights, global RNG untouched
+            torch.manual_seed(seed)
+            self.module_ = nn.ModuleDict({"gru": nn.GRUCell(2 * n_f + 1, self.hidden_dim),
+                                          "head": mlp(self.hidden_dim + 1, self.width, n_f, 2)})
         opt = torch.optim.Adam(self.module_.parameters(), lr=self.lr)
         self.history_ = []
         for epoch in range(self.max_epochs):

@@ -1,0 +1,99 @@
+"""The benchmark harness end to end at tiny size, its split and its metric."""
+
+import importlib
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from latentode.baselines import GRUDeltaTRegressor
+from latentode.datasets import make_synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parent / "data" / "physionet2012"
+sys.path.insert(0, str(REPO / "benchmarks"))
+H = importlib.import_module("_harness")
+TINY = dict(latent_dim=4, encoder_dim=8, width=8, n_layers=2)
+
+
+def test_tpatchgnn_split_sizes_and_determinism():
+    ids = np.arange(1000, 1100)
+    train, valid, test = H.tpatchgnn_split(ids)
+    assert (len(train), len(valid), len(test)) == (60, 20, 20)
+    assert len(np.unique(np.concatenate([train, valid, test]))) == 100
+    again = H.tpatchgnn_split(np.random.default_rng(0).permutation(ids))  # file order does not matter
+    for a, b in zip((train, valid, test), again):
+        np.testing.assert_array_equal(a, b)
+    # the validation stays are the last quarter of the shuffled seen stays (no second shuffle)
+    seen = np.concatenate([train, valid])
+    assert list(seen[-20:]) == list(valid)
+
+
+def test_masked_errors_hand_computed():
+    truth = pd.DataFrame({"a": [1.0, np.nan, 3.0, 0.0], "b": [np.nan, 2.0, np.nan, np.nan]})
+    pred = pd.DataFrame({"a": [2.0, 100.0, 1.0, 0.0], "b": [100.0, 1.0, 100.0, 100.0]})
+    out = H.masked_errors(truth, pred, ["a", "b"])
+    # a: errors 1, -2, 0 -> MSE 5/3, MAE 1; b: error -1 -> MSE 1, MAE 1
+    assert out["mse"] == pytest.approx((5 / 3 + 1) / 2)
+    assert out["mae"] == pytest.approx(1.0)
+    assert out["mse_pooled"] == pytest.approx(6 / 4)
+    assert out["n_values"] == 4
+    assert math.isnan(H.masked_errors(truth.iloc[[1]][["a"]], pred.iloc[[1]][["a"]], ["a"])["mse"])
+
+
+def test_interp_frames_take_half_of_each_stay():
+    df = pd.DataFrame({"RecordID": np.repeat([1, 2], [5, 4]), "Time": np.r_[0:5, 0:4] * 1.0, "x": 1.0})
+    context, targets = H.interp_frames(df, [1, 2], 0.5, random_state=0)
+    assert context.groupby("RecordID").size().tolist() == [3, 2]
+    assert len(context) + len(targets) == len(df)
+    assert not set(map(tuple, context[["RecordID", "Time"]].values)) & set(
+        map(tuple, targets[["RecordID", "Time"]].values))
+
+
+def test_gru_delta_t_fit_predict_shapes():
+    df, _ = make_synthetic(n_series=6, random_state=0)
+    est = GRUDeltaTRegressor(hidden_dim=8, width=8, max_epochs=2, random_state=0).fit(df)
+    assert len(est.history_) == 2
+    query = df[["id", "time"]].iloc[::2]
+    pred = est.predict(df, times=query)
+    assert pred.shape == (len(query), 5)
+    assert pred.index.equals(query.index)
+    assert np.isfinite(pred[["v1", "v2", "v3"]].to_numpy()).all()
+    again = GRUDeltaTRegressor(hidden_dim=8, width=8, max_epochs=2, random_state=0).fit(df).predict(df, query)
+    pd.testing.assert_frame_equal(pred, again)
+
+
+def test_physionet_forecast_end_to_end(tmp_path):
+    mod = importlib.import_module("physionet_forecast")
+    res = mod.main(data_dir=DATA, epochs=1, seeds=(0,), models=("locf", "mean", "odernn", "grudt"),
+                   out_dir=tmp_path, **TINY)
+    assert (res["settings"]["n_train_split"], res["settings"]["n_valid"], res["settings"]["n_test"]) == (3, 1, 1)
+    assert [r["model"] for r in res["runs"]] == ["locf", "mean", "odernn", "grudt"]
+    assert all(np.isfinite(r["test"]["mse"]) for r in res["runs"])
+    assert res["runs"][2]["epochs"] == 1 and res["runs"][2]["peak_rss_mb"] > 0
+    assert "| odernn |" in res["table"] and (tmp_path / "physionet_forecast.json").is_file()
+
+
+def test_physionet_interp_end_to_end(tmp_path):
+    mod = importlib.import_module("physionet_interp")
+    res = mod.main(data_dir=DATA, epochs=1, seeds=(0,), models=("linear", "gru"), out_dir=tmp_path, **TINY)
+    assert (res["settings"]["n_train_split"], res["settings"]["n_test"]) == (4, 1)
+    for run in res["runs"]:
+        assert run["heldout"]["n_values"] > 0 and run["all"]["n_values"] > run["heldout"]["n_values"]
+    assert (tmp_path / "physionet_interp.json").is_file()
+
+
+def test_periodic_end_to_end(tmp_path):
+    mod = importlib.import_module("periodic")
+    res = mod.main(n_series=10, n_points=10, epochs=1, seeds=(0,), models=("odernn", "linear"), out_dir=tmp_path,
+                   **TINY)
+    tasks = [(r["task"], r["model"]) for r in res["runs"]]
+    assert tasks == [("interpolation", "odernn"), ("interpolation", "linear"), ("extrapolation", "odernn"),
+                     ("extrapolation", "linear")]
+    interp = res["runs"][0]
+    assert interp["test"]["n_values"] == 2 * 10 and interp["heldout"]["n_values"] == 2 * 5
+    assert interp["seconds_per_step"] > 0
+    assert set(res["tables"]) == {"interpolation", "extrapolation"}
