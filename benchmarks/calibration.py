@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 
 from latentode import LatentODERegressor
-from latentode.calibration import apply_interval_scale, fit_interval_scale, interval_coverage, predict_intervals
+from latentode.calibration import apply_interval_scale, fit_interval_scale, interval_coverage
 from latentode.datasets import load_physionet2012, make_synthetic
 
 LEVELS = (80, 95)
@@ -71,7 +71,7 @@ def split_at(df, id_col, time_col, cut):
 
 
 def coverage_row(est, context, targets, scale, keys, variables, n_samples, seed):
-    pred = predict_intervals(est, context, targets, LEVELS, n_samples=n_samples, random_state=seed)
+    pred = est.predict(context, times=targets[keys], level=list(LEVELS), n_samples=n_samples, random_state=seed)
     raw = interval_coverage(pred, targets, variables, LEVELS)
     cal = interval_coverage(apply_interval_scale(pred, scale), targets, variables, LEVELS)
     # one factor per variable for every level (the mean over levels), as a spread factor on samples would do

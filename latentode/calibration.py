@@ -13,8 +13,10 @@ contain its target), and :func:`apply_interval_scale` applies it to new predicti
     scale = fit_interval_scale(est, valid_context, valid_targets, level=[80, 95])
     pred = apply_interval_scale(est.predict(context, times=queries, level=[80, 95]), scale)
 
-A factor above 1 means the raw intervals were too narrow. Fit it on the task it is used for
-(imputation and forecasting need different factors: uncertainty grows with the horizon).
+A factor above 1 means the raw intervals were too narrow, below 1 too wide (the usual case: the
+ELBO-trained noise scale is generous; see the Calibration section of BENCHMARKS.md). Fit it on the
+task it is used for (imputation and forecasting need different factors) with the same
+``n_samples``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numbers
 import numpy as np
 import pandas as pd
 
-__all__ = ["apply_interval_scale", "fit_interval_scale", "interval_coverage", "interval_ratios", "predict_intervals"]
+__all__ = ["apply_interval_scale", "fit_interval_scale", "interval_coverage", "interval_ratios"]
 
 
 def _levels(level) -> list[float]:
@@ -149,35 +151,8 @@ def interval_ratios(pred, truth, variables, level=80, *, on=None) -> pd.DataFram
     return pd.DataFrame(out, index=truth.index)
 
 
-def predict_intervals(est, context, targets, level=(80, 95), *, n_samples=200, random_state=0,
-                      chunk_series=100) -> pd.DataFrame:
-    """``est.predict(context, times=targets[[id, time]], level=...)``, a chunk of series at a time.
-
-    The samples behind the intervals take ``n_samples x queries x variables`` floats, so large
-    query sets are predicted ``chunk_series`` series at a time (chunk ``k`` uses seed
-    ``random_state + k``). The result has ``targets``' index.
-    """
-    levels = _levels(level)
-    keys = [c for c in (est.id_col_, est.time_col_) if c is not None]
-    missing = [c for c in keys if c not in targets.columns]
-    if missing:
-        raise ValueError(f"targets lacks the columns {missing}; found {list(targets.columns)}.")
-    if est.id_col_ is None:
-        return est.predict(context, times=targets[keys], level=levels, n_samples=n_samples,
-                           random_state=random_state)
-    ids = pd.unique(targets[est.id_col_])
-    parts = []
-    for k, start in enumerate(range(0, len(ids), chunk_series)):
-        chunk = ids[start:start + chunk_series]
-        seed = None if random_state is None else random_state + k
-        parts.append(est.predict(context[context[est.id_col_].isin(chunk)],
-                                 times=targets.loc[targets[est.id_col_].isin(chunk), keys],
-                                 level=levels, n_samples=n_samples, random_state=seed))
-    return pd.concat(parts).loc[targets.index]
-
-
 def fit_interval_scale(est, context, targets, level=(80, 95), *, n_samples=200, random_state=0,
-                       min_values=20, chunk_series=100) -> pd.DataFrame:
+                       min_values=20) -> pd.DataFrame:
     """Per-variable factors that make the intervals hold their nominal share on validation data.
 
     Split conformal calibration of the interval width: on validation series (not used to fit
@@ -199,8 +174,6 @@ def fit_interval_scale(est, context, targets, level=(80, 95), *, n_samples=200, 
     random_state : int or None, default=0
     min_values : int, default=20
         A variable with fewer held-out values gets the factor pooled over all variables.
-    chunk_series : int, default=100
-        Series predicted at a time (memory), see :func:`predict_intervals`.
 
     Returns
     -------
@@ -210,8 +183,11 @@ def fit_interval_scale(est, context, targets, level=(80, 95), *, n_samples=200, 
     """
     levels = _levels(level)
     variables = [str(v) for v in est.feature_names_in_]
-    pred = predict_intervals(est, context, targets, levels, n_samples=n_samples, random_state=random_state,
-                             chunk_series=chunk_series)
+    keys = [c for c in (est.id_col_, est.time_col_) if c is not None]
+    missing = [c for c in keys if c not in targets.columns]
+    if missing:
+        raise ValueError(f"targets lacks the columns {missing}; found {list(targets.columns)}.")
+    pred = est.predict(context, times=targets[keys], level=levels, n_samples=n_samples, random_state=random_state)
     rows = {}
     for lv in levels:
         ratios = interval_ratios(pred, targets, variables, lv)
