@@ -104,6 +104,14 @@ class GRUDeltaTRegressor(BaseEstimator):
         As in :class:`~latentode.LatentODERegressor`.
     max_epochs, batch_size, lr : int, int, float, default=30, 50, 1e-2
     random_state : int or None
+
+    Examples
+    --------
+    >>> from latentode.datasets import make_synthetic
+    >>> df, _ = make_synthetic(n_series=4, random_state=0)
+    >>> est = GRUDeltaTRegressor(hidden_dim=8, max_epochs=1, random_state=0).fit(df)
+    >>> est.predict(df, times=df[["id", "time"]]).shape == df.shape
+    True
     """
 
     def __init__(self, *, id_col=None, time_col=None, value_cols=None, hidden_dim=40, width=50, mask_fraction=0.2,
