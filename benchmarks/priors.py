@@ -10,9 +10,9 @@ that both run the same number of epochs. Scored on the test series:
 * imputation MSE: :func:`~latentode.datasets.periodic_task` ``"interpolation"``, the encoder sees
   ``n_observed`` of the points, the others are scored;
 * forecast MSE: ``"extrapolation"``, the encoder sees the first half of each series, the second half is scored;
-* fit seconds and the prior's NFE per epoch (``history_[i]["nfe_prior"]``);
-* prior samples in a band: z0 drawn from the fitted prior, decoded on a regular grid, its dominant
-  frequency (FFT peak) within ``band_tol`` of one of the two bands -- does the prior generate the regimes?
+* fit seconds (wall clock and process CPU) and the prior's NFE per epoch (``history_[i]["nfe_prior"]``);
+* prior samples in a band: z0 drawn from the fitted prior, decoded on a regular grid, its least-squares
+  frequency within 0.05 of one of the two bands -- does the prior generate the regimes?
 
 Run ``python benchmarks/priors.py --help``; results go to ``benchmarks/results/priors.json`` and a markdown
 table is printed.

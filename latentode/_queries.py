@@ -6,6 +6,17 @@ import numpy as np
 import pandas as pd
 
 
+def time_values(times) -> pd.Series:
+    """A 1-D sequence of times (list, array, Index, Series) as a Series; TypeError/ValueError name ``times``."""
+    if isinstance(times, (str, bytes, pd.DataFrame)) or np.ndim(times) > 1:
+        raise TypeError(f"times must be a 1-D sequence of times here, got {type(times).__name__} "
+                        f"with {np.ndim(times)} dimensions.")
+    tvals = pd.Series(times.array) if isinstance(times, (pd.Index, pd.Series)) else pd.Series(np.atleast_1d(times))
+    if len(tvals) == 0:
+        raise ValueError("times is empty.")
+    return tvals
+
+
 def resolve_queries(lf, times, time_kind, id_col, time_col):
     """Resolve ``times`` (see ``LatentODERegressor.predict``) against the context ``lf``.
 
@@ -37,12 +48,7 @@ def resolve_queries(lf, times, time_kind, id_col, time_col):
                 unknown = pd.unique(times[id_col][codes < 0])[:5].tolist()
                 raise ValueError(f"times has ids with no rows in X (so nothing to condition on): {unknown}.")
         return codes, t, times[need]
-    if isinstance(times, (str, bytes)) or np.ndim(times) > 1:
-        raise TypeError("times must be None, a DataFrame of (id, time) rows, or a 1-D sequence of times.")
-    tvals = pd.Series(np.atleast_1d(times)) if not isinstance(times, (pd.Index, pd.Series)) else pd.Series(
-        times.array)
-    if len(tvals) == 0:
-        raise ValueError("times is empty.")
+    tvals = time_values(times)
     t1 = time_kind.to_float(tvals, "times")
     n_s, n_t = len(ids), len(t1)
     codes = np.repeat(np.arange(n_s), n_t)

@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._collate import Scaling, collate, pad_queries
 from ._frame import SeriesSet, TimeKind, group_points, validate_frame
-from ._queries import interval_columns, resolve_queries
+from ._queries import interval_columns, resolve_queries, time_values
 from ._validation import check_choice, check_number, resolve_device
 from ._training import evaluate_mse, fit_loop
 from .decoder import METHODS
@@ -217,12 +217,14 @@ class LatentODERegressor(BaseEstimator):
         train = series.subset(np.sort(perm[n_valid:])) if n_valid else series
 
         cuda = [self.device_.index or 0] if self.device_.type == "cuda" else []
+        # the global torch RNG (initialisation, Hutchinson noise of a CNF prior) is seeded here and the
+        # caller's RNG state is restored afterwards
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             self.module_ = self._build_module().to(self.device_)
-        generator = torch.Generator(device=self.device_).manual_seed(seed)
-        self.history_ = fit_loop(self.module_, train, valid, self.scaling_, self, rng, generator, self._solver(),
-                                 self.device_)
+            generator = torch.Generator(device=self.device_).manual_seed(seed)
+            self.history_ = fit_loop(self.module_, train, valid, self.scaling_, self, rng, generator,
+                                     self._solver(), self.device_)
         self.module_.eval()
         return self
 
@@ -396,10 +398,7 @@ class LatentODERegressor(BaseEstimator):
         """
         check_is_fitted(self)
         check_number("n_samples", n_samples, low=1, integer=True)
-        tvals = pd.Series(np.atleast_1d(times)) if not isinstance(times, (pd.Index, pd.Series)) else pd.Series(
-            times.array)
-        if len(tvals) == 0:
-            raise ValueError("times is empty.")
+        tvals = time_values(times)
         t = self.time_kind_.to_float(tvals, "times")
         gen = self._generator(random_state)
         model = self.module_

@@ -191,3 +191,25 @@ def test_other_configurations_fit(synth, params):
     est = LatentODERegressor(**dict(TINY, max_epochs=1, **params)).fit(df)
     assert np.isfinite(est.history_[0]["loss"])
     assert np.isfinite(est.predict(df)[VARS].to_numpy()).all()
+
+
+def test_fit_leaves_the_global_rng_alone_and_hutchinson_cnf_is_reproducible(synth):
+    import torch
+
+    df = synth[0]
+    params = dict(TINY, max_epochs=1, prior="cnf", n_samples=2,
+                  prior_options={"hidden_dim": 8, "trace": "hutchinson"})
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = LatentODERegressor(**params).fit(df)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = LatentODERegressor(**params).fit(df)
+    assert a.history_[0]["loss"] == b.history_[0]["loss"]
+
+
+def test_sample_prior_and_predict_reject_2d_times(fitted):
+    grid = np.zeros((2, 2))
+    with pytest.raises(TypeError, match="times"):
+        fitted.sample_prior(grid)
+    with pytest.raises(ValueError, match="times is empty"):
+        fitted.sample_prior([])
