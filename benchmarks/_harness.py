@@ -217,7 +217,8 @@ def run_one(name: str, train: pd.DataFrame, cases: dict, cols, params: dict, see
         hist = model.history_
         out.update(fit_seconds=time.perf_counter() - t0, fit_cpu_seconds=time.process_time() - c0,
                    epochs=len(hist), seconds_per_epoch=float(np.mean([h["train_seconds"] for h in hist])),
-                   final_loss=float(hist[-1]["loss"]))
+                   final_loss=float(hist[-1]["loss"]),
+                   history=[{k: h[k] for k in ("epoch", "loss", "mse", "kl", "train_seconds") if k in h} for h in hist])
 
         def predict(ctx, q):
             ctx = ctx[[id_col, time_col, *fitted]]
