@@ -54,6 +54,14 @@ def physionet_like(n_stays: int, seed: int = 0):
     return pd.concat(rows, ignore_index=True), "synthetic (PhysioNet shapes)"
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (VmHWM; unlike ru_maxrss it restarts at exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def pd_pickle(obj, path):
     import pickle
 
@@ -98,7 +106,7 @@ def run_one(cfg: dict) -> dict:
         loss.backward()
         opt.step()
 
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base_rss = peak_rss_mb()
     dyn = model.decoder.dynamics
     times, nfe = [], []
     for i in range(cfg["steps"] + 1):
@@ -108,7 +116,7 @@ def run_one(cfg: dict) -> dict:
         if i:  # the first step warms up
             times.append(time.perf_counter() - t0)
             nfe.append(dyn.nfe - n0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     lengths = series.lengths
     return dict(cfg, source=source, seconds_per_step=float(np.median(times)), seconds_all=times,
                 decoder_nfe_per_step=float(np.mean(nfe)), obs_times_median=float(np.median(lengths)),
