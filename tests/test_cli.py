@@ -6,7 +6,6 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from latentode.cli import main
 from latentode.datasets import make_synthetic
@@ -16,18 +15,9 @@ TINY = ["--latent-dim", "4", "--encoder-dim", "8", "--width", "16", "--max-epoch
 VARS = ["v1", "v2", "v3"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """A CSV of 5 irregular series and a model fitted on it by ``latentode fit``."""
-    torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("cli")
     df, _ = make_synthetic(5, n_obs=(8, 12), random_state=0)
     df.to_csv(d / "data.csv", index=False)

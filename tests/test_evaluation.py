@@ -22,14 +22,6 @@ PRIORS = ["normal", "cnf"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def data():
     return make_periodic(n_series=6, n_points=12, t_max=2.0, freq_range=[(0.3, 0.45), (0.9, 1.05)], random_state=0)
@@ -37,7 +29,6 @@ def data():
 
 @pytest.fixture(scope="module", params=PRIORS)
 def fitted(request, data):
-    torch.set_num_threads(1)
     est = LatentODERegressor(latent_dim=2, encoder="gru", encoder_dim=4, width=8, n_layers=1, max_epochs=2,
                              validation_fraction=0.0, random_state=0, device="cpu", prior=request.param,
                              prior_options={"hidden_dim": 8} if request.param == "cnf" else None)

@@ -14,14 +14,6 @@ from latentode.priors import (AUTO_EXACT_MAX_DIM, PRIORS, CNFPrior, NormalPrior,
                               divergence_exact, divergence_hutchinson, make_prior, measure_trace_cost)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class LinearField(nn.Module):
     """g(t, z) = A z, so z(T) = expm(A T) z(0) and log p(z) = log N(expm(-A T) z) - T tr(A)."""
 

@@ -3,7 +3,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from latentode import LatentODERegressor
 from latentode.calibration import apply_interval_scale, fit_interval_scale, interval_coverage, interval_ratios
@@ -12,17 +11,8 @@ from latentode.datasets import make_synthetic
 VARS = ["v1", "v2", "v3"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def fitted():
-    torch.set_num_threads(1)
     df, _ = make_synthetic(6, n_obs=(8, 12), random_state=0)
     est = LatentODERegressor(latent_dim=4, encoder_dim=8, width=16, max_epochs=2, validation_fraction=0,
                              random_state=0).fit(df)
