@@ -17,6 +17,8 @@ solvers get these points as ``jump_t`` and fixed-grid solvers use torchdiffeq's
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
@@ -125,17 +127,22 @@ class Decoder(nn.Module):
     Attributes
     ----------
     log_noise : Parameter, shape (n_features,)
-        log of the observation noise standard deviation (standardised units).
+        log of the observation noise standard deviation (standardised units); learned when
+        ``noise_std`` is None, else fixed at ``log(noise_std)``.
     """
 
     def __init__(self, latent_dim: int, n_features: int, width: int = 50, n_layers: int = 3,
-                 noise_min: float = 1e-3):
+                 noise_min: float = 1e-3, noise_std: float | None = None):
         super().__init__()
         self.dynamics = LatentDynamics(latent_dim, width, n_layers)
         self.func = TimeChangedField(self.dynamics)
         self.readout = nn.Linear(latent_dim, n_features)
-        self.log_noise = nn.Parameter(torch.full((n_features,), -0.5))
-        self.noise_min = noise_min
+        if noise_std is None:  # learned, per variable
+            self.log_noise = nn.Parameter(torch.full((n_features,), -0.5))
+            self.noise_min = noise_min
+        else:  # fixed (kept in the state dict, never trained)
+            self.log_noise = nn.Parameter(torch.full((n_features,), math.log(noise_std)), requires_grad=False)
+            self.noise_min = 0.0
 
     @property
     def noise_std(self) -> torch.Tensor:

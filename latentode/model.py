@@ -30,14 +30,17 @@ class LatentODE(nn.Module):
         A name in :data:`latentode.priors.PRIORS`.
     prior_options : dict or None
         Keyword options for the prior.
+    noise_std : float or None
+        Fixed observation noise std (standardised units); None learns one per variable.
     """
 
     def __init__(self, n_features: int, latent_dim: int, encoder: str = "odernn", encoder_dim: int = 40,
-                 width: int = 50, n_layers: int = 3, prior: str = "normal", prior_options=None):
+                 width: int = 50, n_layers: int = 3, prior: str = "normal", prior_options=None,
+                 noise_std: float | None = None):
         super().__init__()
         self.encoder = ENCODERS[encoder](n_features, latent_dim, hidden_dim=encoder_dim, width=width,
                                          n_layers=n_layers)
-        self.decoder = Decoder(latent_dim, n_features, width, n_layers)
+        self.decoder = Decoder(latent_dim, n_features, width, n_layers, noise_std=noise_std)
         self.prior = make_prior(prior, latent_dim, prior_options)
         self.latent_dim = latent_dim
 

@@ -213,3 +213,27 @@ def test_sample_prior_and_predict_reject_2d_times(fitted):
         fitted.sample_prior(grid)
     with pytest.raises(ValueError, match="times is empty"):
         fitted.sample_prior([])
+
+
+def test_fixed_noise_std_stays_fixed_and_round_trips(synth, tmp_path):
+    import torch
+
+    est = LatentODERegressor(**dict(TINY, max_epochs=1, noise_std=0.05)).fit(synth[0])
+    torch.testing.assert_close(est.module_.decoder.noise_std, torch.full((3,), 0.05))
+    loaded = LatentODERegressor.load(est.save(tmp_path / "m"))
+    torch.testing.assert_close(loaded.module_.decoder.noise_std, torch.full((3,), 0.05))
+    with pytest.raises(ValueError, match="noise_std"):
+        LatentODERegressor(**dict(TINY, noise_std=0.0)).fit(synth[0])
+
+
+def test_periodic_noise_benchmark_runs_tiny():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "periodic_noise.py"
+    spec = importlib.util.spec_from_file_location("periodic_noise", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.main(epochs=1, n_series=20, n_points=10)
+    assert len(out) == 2 and all(np.isfinite(r["test_mse_all_points"]) for r in out)
+    assert out[1]["final_noise"] == pytest.approx(mod.FIXED)
