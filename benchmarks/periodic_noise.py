@@ -43,7 +43,7 @@ def main(epochs: int = 100, noise_values=(None, FIXED), seed: int = 0, n_series:
         pred = est.predict(obs, times=target[["unique_id", "time"]])
         mse = float(np.mean((pred["y"].to_numpy() - target["y"].to_numpy()) ** 2))
         rec = {"noise_std": noise, "test_mse_all_points": mse, "fit_seconds": time.perf_counter() - t0,
-               "final_noise": float(est.module_.decoder.noise_std[0]),
+               "final_noise": float(est.module_.decoder.noise_std.detach()[0]),
                "train_mse": [round(h["mse"], 4) for h in est.history_]}
         print(json.dumps(rec))
         out.append(rec)
