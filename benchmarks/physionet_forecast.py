@@ -94,9 +94,11 @@ def _cli():
     p.add_argument("--models", default=",".join(H.MODELS))
     p.add_argument("--score-valid", action="store_true")
     p.add_argument("--name", default="physionet_forecast")
+    p.add_argument("--noise-std", type=float, default=None, help="fixed observation noise of the latent ODE")
     a = p.parse_args()
+    extra = {} if a.noise_std is None else {"noise_std": a.noise_std}
     main(a.data_dir, a.n_stays, a.n_train, a.epochs, H.parse_list(a.seeds, int), H.parse_list(a.models),
-         a.score_valid, a.name)
+         a.score_valid, a.name, **extra)
 
 
 if __name__ == "__main__":
