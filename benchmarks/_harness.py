@@ -10,6 +10,8 @@ are scored by the same code.
 
 from __future__ import annotations
 
+import argparse
+
 import json
 import os
 import platform
@@ -297,3 +299,16 @@ if __name__ == "__main__":  # python benchmarks/_harness.py RESULT.json [case] [
 
     args = sys.argv[1:]
     print(table_from_json(args[0], *(args[1:2] or ["test"]), *(parse_list(a) for a in args[2:3]), *args[3:4]))
+
+
+def physionet_parser(description: str, name: str) -> argparse.ArgumentParser:
+    """Command-line options shared by the PhysioNet protocols."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--n-stays", type=int, default=None)
+    p.add_argument("--n-train", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--name", default=name)
+    return p

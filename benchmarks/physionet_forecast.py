@@ -15,7 +15,6 @@ Run: ``python benchmarks/physionet_forecast.py --epochs 10 --seeds 0,1,2 --model
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -85,15 +84,8 @@ def main(data_dir=None, n_stays=None, n_train=None, epochs=10, seeds=(0, 1, 2), 
 
 
 def _cli():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--n-stays", type=int, default=None)
-    p.add_argument("--n-train", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--models", default=",".join(H.MODELS))
+    p = H.physionet_parser(__doc__.split("\n\n")[0], "physionet_forecast")
     p.add_argument("--score-valid", action="store_true")
-    p.add_argument("--name", default="physionet_forecast")
     p.add_argument("--noise-std", type=float, default=None, help="fixed observation noise of the latent ODE")
     a = p.parse_args()
     extra = {} if a.noise_std is None else {"noise_std": a.noise_std}

@@ -19,7 +19,6 @@ Run: ``python benchmarks/physionet_interp.py --epochs 10 --seeds 0,1,2 --models 
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -78,14 +77,7 @@ def main(data_dir=None, n_stays=None, n_train=None, epochs=10, seeds=(0, 1, 2), 
 
 
 def _cli():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--n-stays", type=int, default=None)
-    p.add_argument("--n-train", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--models", default=",".join(H.MODELS))
-    p.add_argument("--name", default="physionet_interp")
+    p = H.physionet_parser(__doc__.split("\n\n")[0], "physionet_interp")
     a = p.parse_args()
     main(a.data_dir, a.n_stays, a.n_train, a.epochs, H.parse_list(a.seeds, int), H.parse_list(a.models), a.name)
 
