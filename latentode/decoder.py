@@ -105,7 +105,7 @@ def decode_latent(func: TimeChangedField, z0: torch.Tensor, tq: torch.Tensor, *,
         options = {"perturb": True}
     kwargs = dict(rtol=rtol, atol=atol, method=method, options=options)
     try:
-        if adjoint:
+        if adjoint and torch.is_grad_enabled():  # without gradients the adjoint has nothing to add
             adj_options = dict(options, norm="seminorm")
             ys = odeint_adjoint(func, z0, s, adjoint_options=adj_options, **kwargs)
         else:

@@ -7,6 +7,8 @@ steps are zero-length and masked, so they change nothing. ``z0`` sits at the ori
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -65,10 +67,11 @@ class ODERNNEncoder(nn.Module):
 
     def _evolve(self, h: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
         """RK4 for dh/dt = g(h) over per-series intervals ``dt`` of shape (batch, 1)."""
-        n_sub = int(torch.ceil(dt.abs().max() / self.max_step).clamp_min(1).item()) if dt.numel() else 1
-        step = dt / n_sub
-        if not bool((dt != 0).any()):
+        longest = float(dt.abs().max()) if dt.numel() else 0.0
+        if longest == 0.0:  # padded or repeated times: nothing to integrate
             return h
+        n_sub = max(1, math.ceil(longest / self.max_step))
+        step = dt / n_sub
         for _ in range(n_sub):
             k1 = self.ode(h)
             k2 = self.ode(h + 0.5 * step * k1)
