@@ -311,4 +311,29 @@ def physionet_parser(description: str, name: str) -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--name", default=name)
+    add_model_options(p)
     return p
+
+
+def add_model_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options of the latent ODE that the benchmarks vary; :func:`model_options` collects them."""
+    p.add_argument("--noise-std", type=float, default=None,
+                   help="fixed observation noise of the latent ODE (default: learned)")
+    p.add_argument("--adjoint", choices=["true", "false"], default=None,
+                   help="odeint_adjoint (true, the estimator's default) or backprop through the solver")
+    p.add_argument("--mask-fraction", type=float, default=None)
+    p.add_argument("--forecast-fraction", type=float, default=None)
+    return p
+
+
+def model_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments for the latent ODE given on the command line (only those set)."""
+    out = {}
+    if args.noise_std is not None:
+        out["noise_std"] = args.noise_std
+    if args.adjoint is not None:
+        out["adjoint"] = args.adjoint == "true"
+    for key in ("mask_fraction", "forecast_fraction"):
+        if getattr(args, key) is not None:
+            out[key] = getattr(args, key)
+    return out

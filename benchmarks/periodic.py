@@ -97,9 +97,10 @@ def _cli():
     p.add_argument("--tasks", default="interpolation,extrapolation")
     p.add_argument("--models", default="odernn,locf,linear,mean")
     p.add_argument("--name", default="periodic")
+    H.add_model_options(p)
     a = p.parse_args()
     main(a.n_series, a.n_points, a.epochs, H.parse_list(a.seeds, int), H.parse_list(a.tasks),
-         H.parse_list(a.models), a.name)
+         H.parse_list(a.models), a.name, **H.model_options(a))
 
 
 if __name__ == "__main__":

@@ -86,12 +86,9 @@ def main(data_dir=None, n_stays=None, n_train=None, epochs=10, seeds=(0, 1, 2), 
 def _cli():
     p = H.physionet_parser(__doc__.split("\n\n")[0], "physionet_forecast")
     p.add_argument("--score-valid", action="store_true")
-    p.add_argument("--noise-std", type=float, default=None, help="fixed observation noise of the latent ODE")
     a = p.parse_args()
-    extra = {} if a.noise_std is None else {"noise_std": a.noise_std}
     main(a.data_dir, a.n_stays, a.n_train, a.epochs, H.parse_list(a.seeds, int), H.parse_list(a.models),
-         a.score_valid, a.name, **extra)
-
+         a.score_valid, a.name, **H.model_options(a))
 
 if __name__ == "__main__":
     _cli()

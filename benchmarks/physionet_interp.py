@@ -79,7 +79,8 @@ def main(data_dir=None, n_stays=None, n_train=None, epochs=10, seeds=(0, 1, 2), 
 def _cli():
     p = H.physionet_parser(__doc__.split("\n\n")[0], "physionet_interp")
     a = p.parse_args()
-    main(a.data_dir, a.n_stays, a.n_train, a.epochs, H.parse_list(a.seeds, int), H.parse_list(a.models), a.name)
+    main(a.data_dir, a.n_stays, a.n_train, a.epochs, H.parse_list(a.seeds, int), H.parse_list(a.models), a.name,
+         **H.model_options(a))
 
 
 if __name__ == "__main__":
