@@ -97,3 +97,14 @@ def test_periodic_end_to_end(tmp_path):
     assert interp["test"]["n_values"] == 2 * 10 and interp["heldout"]["n_values"] == 2 * 5
     assert interp["seconds_per_step"] > 0
     assert set(res["tables"]) == {"interpolation", "extrapolation"}
+
+
+def test_model_options_from_the_command_line():
+    parser = H.physionet_parser("test", "name")
+    assert H.model_options(parser.parse_args([])) == {}
+    args = parser.parse_args(["--noise-std", "0.01", "--adjoint", "false", "--mask-fraction", "0",
+                              "--forecast-fraction", "1"])
+    assert H.model_options(args) == {"noise_std": 0.01, "adjoint": False, "mask_fraction": 0.0,
+                                     "forecast_fraction": 1.0}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--adjoint", "maybe"])
