@@ -99,7 +99,7 @@ def train_step(model, optimizer, batch: Batch, est, kl_weight: float, generator,
     enc_mask = train_encoder_mask(batch, est.mask_fraction, est.forecast_fraction, generator)
     optimizer.zero_grad(set_to_none=True)
     loss, stats = model.loss(batch, enc_mask, n_samples=est.n_samples, kl_weight=kl_weight, generator=generator,
-                             solver=solver)
+                             solver=solver, loss_on=est.loss_on)
     nfe_fwd = dyn.nfe - nfe0
     if not torch.isfinite(loss):
         raise FloatingPointError(

@@ -81,7 +81,13 @@ class LatentODERegressor(BaseEstimator):
         Share of observed values hidden from the encoder in each batch (trains imputation).
     forecast_fraction : float, default=0.5
         Share of series per batch whose window is cut at a random point (25-90% of the
-        window) for the encoder (trains forecasting). All observed values are scored.
+        window) for the encoder (trains forecasting).
+    loss_on : {"all", "hidden"}, default="all"
+        Which observed values the likelihood scores in training: all of them
+        (reconstruction, imputation and forecasting at once), or only those hidden from
+        the encoder by ``mask_fraction`` / ``forecast_fraction`` (a pure imputation or
+        forecasting objective, e.g. ``mask_fraction=0, forecast_fraction=1`` trains a
+        forecaster). "hidden" needs one of the two fractions above 0.
     max_epochs, batch_size : int, default=100, 50
     lr, weight_decay : float, default=1e-2, 0.0
         Adam settings.
@@ -122,7 +128,7 @@ class LatentODERegressor(BaseEstimator):
     def __init__(self, *, id_col=None, time_col=None, value_cols=None, encoder="odernn", latent_dim=20,
                  encoder_dim=40, width=50, n_layers=3, prior="normal", prior_options=None, method="dopri5",
                  rtol=1e-3, atol=1e-4, adjoint=True, max_num_steps=1000, noise_std=None, n_samples=1, kl_warmup=10,
-                 mask_fraction=0.2, forecast_fraction=0.5, max_epochs=100, batch_size=50, lr=1e-2,
+                 mask_fraction=0.2, forecast_fraction=0.5, loss_on="all", max_epochs=100, batch_size=50, lr=1e-2,
                  weight_decay=0.0, validation_fraction=0.1, patience=10, device="auto", random_state=None,
                  verbose=0):
         self.id_col = id_col
@@ -145,6 +151,7 @@ class LatentODERegressor(BaseEstimator):
         self.kl_warmup = kl_warmup
         self.mask_fraction = mask_fraction
         self.forecast_fraction = forecast_fraction
+        self.loss_on = loss_on
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -160,6 +167,10 @@ class LatentODERegressor(BaseEstimator):
         check_choice("encoder", self.encoder, ENCODERS)
         check_choice("prior", self.prior, PRIORS)
         check_choice("method", self.method, METHODS)
+        check_choice("loss_on", self.loss_on, ("all", "hidden"))
+        if self.loss_on == "hidden" and self.mask_fraction == 0 and self.forecast_fraction == 0:
+            raise ValueError("loss_on='hidden' scores only values hidden from the encoder; set mask_fraction or "
+                             "forecast_fraction above 0.")
         for name in ("latent_dim", "encoder_dim", "width", "n_layers", "max_num_steps", "n_samples", "max_epochs",
                      "batch_size"):
             check_number(name, getattr(self, name), low=1, integer=True)

@@ -60,11 +60,13 @@ class LatentODE(nn.Module):
         return (ll * m).sum(dim=(-2, -1))
 
     def loss(self, batch: Batch, enc_mask, *, n_samples: int = 1, kl_weight: float = 1.0, generator=None,
-             solver=None):
-        """Negative ELBO (``n_samples=1``) or IWAE bound, per observed value.
+             solver=None, loss_on: str = "all"):
+        """Negative ELBO (``n_samples=1``) or IWAE bound, per scored value.
 
-        The encoder sees ``enc_mask``; the likelihood scores every observed value
-        (``batch.m``), so hidden values train imputation and forecasting.
+        The encoder sees ``enc_mask``. With ``loss_on="all"`` the likelihood scores every
+        observed value (``batch.m``), so hidden values train imputation and forecasting
+        next to reconstruction; with ``"hidden"`` only the observed values the encoder did
+        not see (``batch.m - enc_mask``) are scored.
 
         Returns
         -------
@@ -77,7 +79,8 @@ class LatentODE(nn.Module):
         mu, sigma = self.encoder(batch.t, batch.x * enc_mask, enc_mask)
         z0 = self.sample_z0(mu, sigma, n_samples, generator)
         xhat = self.decoder(z0, batch.t, **solver)
-        ll = self.log_likelihood(xhat, batch.x, batch.m)
+        scored = batch.m if loss_on == "all" else batch.m * (1 - enc_mask)
+        ll = self.log_likelihood(xhat, batch.x, scored)
         reg = torch.zeros((), device=mu.device)
         kl_fn = getattr(self.prior, "analytic_kl", None)
         kl_value = kl_fn(mu, sigma) if (n_samples == 1 and kl_fn is not None) else None
@@ -93,8 +96,8 @@ class LatentODE(nn.Module):
             log_w = ll + kl_weight * (log_p - log_q)
             bound = torch.logsumexp(log_w, dim=0) - math.log(n_samples)
             kl = (log_q - log_p).mean(0)
-        n_obs = batch.m.sum().clamp_min(1.0)
+        n_obs = scored.sum().clamp_min(1.0)
         loss = -bound.sum() / n_obs + reg
         with torch.no_grad():
-            mse = ((xhat.mean(0) - batch.x).pow(2) * batch.m).sum() / n_obs
+            mse = ((xhat.mean(0) - batch.x).pow(2) * scored).sum() / n_obs
         return loss, {"mse": float(mse), "kl": float(kl.detach().mean())}

@@ -145,6 +145,8 @@ def test_save_load_and_pickle_give_identical_predictions(fitted, synth, tmp_path
     (dict(lr=-1.0), ValueError, "lr"),
     (dict(mask_fraction=1.5), ValueError, "mask_fraction"),
     (dict(adjoint="yes"), TypeError, "adjoint"),
+    (dict(loss_on="visible"), ValueError, "loss_on='visible'"),
+    (dict(loss_on="hidden", mask_fraction=0, forecast_fraction=0), ValueError, "loss_on='hidden'"),
     (dict(prior_options=[1]), TypeError, "prior_options"),
     (dict(time_col="when"), ValueError, "time_col='when'"),
     (dict(value_cols=["v1", "zz"]), ValueError, "zz"),
@@ -185,6 +187,7 @@ def test_extra_columns_are_ignored_and_kept_by_impute(fitted, synth):
 
 
 @pytest.mark.parametrize("params", [dict(n_samples=3), dict(encoder="gru"), dict(adjoint=False, method="rk4"),
+                                    dict(loss_on="hidden", mask_fraction=0, forecast_fraction=1),
                                     dict(prior="cnf", n_samples=2, prior_options={"hidden_dim": 8})])
 def test_other_configurations_fit(synth, params):
     df = synth[0]

@@ -168,3 +168,35 @@ def test_benchmark_main_runs_tiny(tmp_path):
                       n_importance=2, n_observed=4, out=str(out))
     assert [r["prior"] for r in rows] == ["normal", "cnf"] and out.is_file()
     assert all(np.isfinite(r[k]) for r in rows for k in ("ll_series", "impute_mse", "forecast_mse"))
+
+
+def test_loss_on_hidden_scores_only_what_the_encoder_did_not_see(fitted, data):
+    """loss_on="hidden": the bound is the likelihood of the hidden values minus the KL, per hidden value."""
+    est = fitted
+    if est.prior != "normal":
+        pytest.skip("the analytic KL makes the hand computation exact")
+    series = est._validate(data).series.observed_only()
+    batch = collate(series, np.arange(series.n_series), est.scaling_, est.device_)
+    enc_mask = batch.m.clone()
+    enc_mask[:, batch.m.shape[1] // 2:] = 0  # the encoder sees the first half of the steps
+    hidden = batch.m * (1 - enc_mask)
+    assert 0 < hidden.sum() < batch.m.sum()
+    model, solver = est.module_, est._solver()
+    with torch.no_grad():
+        loss, stats = model.loss(batch, enc_mask, generator=torch.Generator().manual_seed(3), solver=solver,
+                                 loss_on="hidden")
+        mu, sigma = model.encoder(batch.t, batch.x * enc_mask, enc_mask)
+        z0 = model.sample_z0(mu, sigma, 1, torch.Generator().manual_seed(3))
+        xhat = model.decoder(z0, batch.t, **solver)
+        ll = model.log_likelihood(xhat, batch.x, hidden)[0]
+        expected = -(ll - model.prior.analytic_kl(mu, sigma)).sum() / hidden.sum()
+        mse = ((xhat[0] - batch.x).pow(2) * hidden).sum() / hidden.sum()
+        # a visible value's target no longer matters once the encoder's input is fixed
+        shifted = batch.x + 5.0 * enc_mask
+        ll_shift = model.log_likelihood(xhat, shifted, hidden)[0]
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    assert stats["mse"] == pytest.approx(float(mse), rel=1e-5)
+    assert torch.allclose(ll, ll_shift)
+    with torch.no_grad():
+        loss_all, _ = model.loss(batch, enc_mask, generator=torch.Generator().manual_seed(3), solver=solver)
+    assert float(loss_all) != pytest.approx(float(loss))
