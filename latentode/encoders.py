@@ -1,8 +1,13 @@
 """Encoders q(z0 | x): from a padded batch of observations to a Gaussian over z0.
 
-Both encoders walk each series' own observation times backwards, from its last
-observation to its window origin (model time 0), vectorised over the batch; padded
-steps are zero-length and masked, so they change nothing. ``z0`` sits at the origin.
+Both encoders walk each series' own observation times, vectorised over the batch; padded
+steps are zero-length and masked, so they change nothing. Two anchors:
+
+- ``anchor="origin"`` (Rubanova et al.): backwards, from the last observation to the
+  window origin (model time 0); ``z0`` is the state at the origin.
+- ``anchor="last"``: forwards, from the origin to the last *observed* step
+  (:func:`last_observed_time`); ``z0`` is the state there, so the most recent values
+  reach it through one update instead of the whole series (suits forecasting).
 """
 
 from __future__ import annotations
@@ -24,6 +29,25 @@ def mlp(n_in: int, n_hidden: int, n_out: int, n_layers: int) -> nn.Sequential:
         width = n_hidden
     layers.append(nn.Linear(width, n_out))
     return nn.Sequential(*layers)
+
+
+ANCHORS = ("origin", "last")
+
+
+def last_observed_time(t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """(batch,) time of each series' last step with an observed value (0 when none).
+
+    t : (batch, time) ascending model times; m : (batch, time, features) mask.
+    """
+    seen = m.amax(dim=-1) > 0
+    return torch.where(seen, t, torch.zeros_like(t)).amax(dim=1)
+
+
+def anchor_time(anchor: str, t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """(batch,) model time at which the encoder places z0 for ``anchor``."""
+    if anchor == "origin":
+        return torch.zeros_like(t[:, 0])
+    return last_observed_time(t, m)
 
 
 class _Posterior(nn.Module):
@@ -57,12 +81,12 @@ class ODERNNEncoder(nn.Module):
     """
 
     def __init__(self, n_features: int, latent_dim: int, hidden_dim: int = 40, width: int = 50,
-                 n_layers: int = 3, max_step: float = 0.25):
+                 n_layers: int = 3, max_step: float = 0.25, anchor: str = "origin"):
         super().__init__()
         self.gru = nn.GRUCell(2 * n_features, hidden_dim)
         self.ode = mlp(hidden_dim, width, hidden_dim, n_layers)
         self.posterior = _Posterior(hidden_dim, latent_dim, width)
-        self.hidden_dim, self.max_step = hidden_dim, max_step
+        self.hidden_dim, self.max_step, self.anchor = hidden_dim, max_step, anchor
         self.nfe = 0
 
     def _evolve(self, h: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
@@ -93,11 +117,20 @@ class ODERNNEncoder(nn.Module):
         Returns
         -------
         mu, sigma : (batch, latent_dim)
+            q(z0|x) at :func:`anchor_time` (the origin, or the last observed step).
         """
         inp = torch.cat([x * m, m], dim=-1)
         seen = m.amax(dim=-1, keepdim=True) > 0  # (batch, time, 1)
         h = x.new_zeros(x.shape[0], self.hidden_dim)
         n_t = t.shape[1]
+        if self.anchor == "last":
+            # stop the clock at the last observed step: later (hidden or padded) steps add nothing
+            tc = torch.minimum(t, last_observed_time(t, m).unsqueeze(1))
+            for j in range(n_t):
+                if j > 0:
+                    h = self._evolve(h, (tc[:, j] - tc[:, j - 1]).unsqueeze(-1))
+                h = torch.where(seen[:, j], self.gru(inp[:, j], h), h)
+            return self.posterior(h)
         for j in range(n_t - 1, -1, -1):
             h = torch.where(seen[:, j], self.gru(inp[:, j], h), h)
             prev = t[:, j - 1] if j > 0 else torch.zeros_like(t[:, 0])
@@ -112,16 +145,27 @@ class GRUEncoder(nn.Module):
     back to the window origin, so that z0 sits at model time 0 for both encoders.
     """
 
-    def __init__(self, n_features: int, latent_dim: int, hidden_dim: int = 40, width: int = 50, **_):
+    def __init__(self, n_features: int, latent_dim: int, hidden_dim: int = 40, width: int = 50,
+                 anchor: str = "origin", **_):
         super().__init__()
         self.gru = nn.GRUCell(2 * n_features + 1, hidden_dim)
         self.posterior = _Posterior(hidden_dim, latent_dim, width)
-        self.hidden_dim = hidden_dim
+        self.hidden_dim, self.anchor = hidden_dim, anchor
         self.nfe = 0
 
     def forward(self, t, x, m):
         """Same contract as :meth:`ODERNNEncoder.forward`."""
         seen = m.amax(dim=-1, keepdim=True) > 0
+        if self.anchor == "last":
+            # forwards; the gap input is the time since the previous observed step (from the origin
+            # for the first), and the state ends at the last observed step
+            h = x.new_zeros(x.shape[0], self.hidden_dim)
+            prev = torch.zeros_like(t[:, :1])
+            for j in range(t.shape[1]):
+                step_in = torch.cat([x[:, j] * m[:, j], m[:, j], t[:, j:j + 1] - prev], dim=-1)
+                h = torch.where(seen[:, j], self.gru(step_in, h), h)
+                prev = torch.where(seen[:, j], t[:, j:j + 1], prev)
+            return self.posterior(h)
         # gap from each step to the later step already consumed (0 for the last one)
         gap = torch.cat([t[:, 1:] - t[:, :-1], torch.zeros_like(t[:, :1])], dim=1).unsqueeze(-1)
         inp = torch.cat([x * m, m, gap], dim=-1)

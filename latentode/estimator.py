@@ -18,7 +18,7 @@ from ._queries import interval_columns, resolve_queries, time_values
 from ._validation import check_choice, check_number, resolve_device
 from ._training import evaluate_mse, fit_loop
 from .decoder import METHODS
-from .encoders import ENCODERS
+from .encoders import ANCHORS, ENCODERS
 from .model import LatentODE
 from .priors import PRIORS
 
@@ -88,6 +88,14 @@ class LatentODERegressor(BaseEstimator):
         the encoder by ``mask_fraction`` / ``forecast_fraction`` (a pure imputation or
         forecasting objective, e.g. ``mask_fraction=0, forecast_fraction=1`` trains a
         forecaster). "hidden" needs one of the two fractions above 0.
+    anchor : {"origin", "last"}, default="origin"
+        Where the latent state z0 sits. "origin" (Rubanova et al.): the encoder reads each
+        series backwards and z0 is the state at the window's start, from which the ODE
+        runs forward to every query. "last": the encoder reads forwards and z0 is the
+        state at the series' last observation; the ODE runs backwards to earlier queries
+        and forwards to later ones, so the latest values need not travel through the
+        whole series (suits forecasting). The prior is over z0 either way;
+        :meth:`sample_prior` decodes its draws from the window origin.
     max_epochs, batch_size : int, default=100, 50
     lr, weight_decay : float, default=1e-2, 0.0
         Adam settings.
@@ -128,7 +136,8 @@ class LatentODERegressor(BaseEstimator):
     def __init__(self, *, id_col=None, time_col=None, value_cols=None, encoder="odernn", latent_dim=20,
                  encoder_dim=40, width=50, n_layers=3, prior="normal", prior_options=None, method="dopri5",
                  rtol=1e-3, atol=1e-4, adjoint=True, max_num_steps=1000, noise_std=None, n_samples=1, kl_warmup=10,
-                 mask_fraction=0.2, forecast_fraction=0.5, loss_on="all", max_epochs=100, batch_size=50, lr=1e-2,
+                 mask_fraction=0.2, forecast_fraction=0.5, loss_on="all", anchor="origin",
+                 max_epochs=100, batch_size=50, lr=1e-2,
                  weight_decay=0.0, validation_fraction=0.1, patience=10, device="auto", random_state=None,
                  verbose=0):
         self.id_col = id_col
@@ -152,6 +161,7 @@ class LatentODERegressor(BaseEstimator):
         self.mask_fraction = mask_fraction
         self.forecast_fraction = forecast_fraction
         self.loss_on = loss_on
+        self.anchor = anchor
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -168,6 +178,7 @@ class LatentODERegressor(BaseEstimator):
         check_choice("prior", self.prior, PRIORS)
         check_choice("method", self.method, METHODS)
         check_choice("loss_on", self.loss_on, ("all", "hidden"))
+        check_choice("anchor", self.anchor, ANCHORS)
         if self.loss_on == "hidden" and self.mask_fraction == 0 and self.forecast_fraction == 0:
             raise ValueError("loss_on='hidden' scores only values hidden from the encoder; set mask_fraction or "
                              "forecast_fraction above 0.")
@@ -194,7 +205,7 @@ class LatentODERegressor(BaseEstimator):
 
     def _build_module(self) -> LatentODE:
         return LatentODE(self.n_features_in_, self.latent_dim, self.encoder, self.encoder_dim, self.width,
-                         self.n_layers, self.prior, self.prior_options, self.noise_std)
+                         self.n_layers, self.prior, self.prior_options, self.noise_std, self.anchor)
 
     def _queries(self, lf, times):
         return resolve_queries(lf, times, self.time_kind_, self.id_col_, self.time_col_)
@@ -252,8 +263,9 @@ class LatentODERegressor(BaseEstimator):
 
     # ------------------------------------------------------------------ inference core
     def _posterior(self, series: SeriesSet, idx):
+        """q(z0|x) of the series ``idx`` and where z0 sits: mu, sigma (b, latent), t0 (b,)."""
         batch = collate(series, idx, self.scaling_, self.device_)
-        return self.module_.encoder(batch.t, batch.x, batch.m)
+        return self.module_.encode(batch.t, batch.x, batch.m)
 
     def _decode_points(self, context: SeriesSet, q_codes, q_t, n_samples=0, generator=None, reduce=None):
         """Predicted values at query points, in original units.
@@ -294,11 +306,11 @@ class LatentODERegressor(BaseEstimator):
                 idx = idx[offsets[idx + 1] > offsets[idx]]
                 if not len(idx):
                     continue
-                mu, sigma = self._posterior(context, idx)
+                mu, sigma, t0 = self._posterior(context, idx)
                 z0 = mu.unsqueeze(0) if not n_samples else model.sample_z0(mu, sigma, n_samples, generator)
                 q = [(times[offsets[i]:offsets[i + 1]] - context.origin[i]) / scale for i in idx]
                 tq, lengths = pad_queries(q, self.device_)
-                xhat = model.decoder(z0, tq, **solver)
+                xhat = model.decode(z0, tq, t0, **solver)
                 if n_samples:
                     eps = torch.randn(xhat.shape, generator=generator, device=xhat.device, dtype=xhat.dtype)
                     xhat = xhat + model.decoder.noise_std * eps

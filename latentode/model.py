@@ -9,7 +9,7 @@ from torch import nn
 
 from ._collate import Batch
 from .decoder import Decoder
-from .encoders import ENCODERS
+from .encoders import ENCODERS, anchor_time
 from .priors import make_prior
 
 LOG_2PI = math.log(2 * math.pi)
@@ -32,17 +32,34 @@ class LatentODE(nn.Module):
         Keyword options for the prior.
     noise_std : float or None
         Fixed observation noise std (standardised units); None learns one per variable.
+    anchor : {"origin", "last"}
+        Where z0 sits: the window origin (Rubanova et al.) or each series' last observed
+        step (see :mod:`latentode.encoders`).
     """
 
     def __init__(self, n_features: int, latent_dim: int, encoder: str = "odernn", encoder_dim: int = 40,
                  width: int = 50, n_layers: int = 3, prior: str = "normal", prior_options=None,
-                 noise_std: float | None = None):
+                 noise_std: float | None = None, anchor: str = "origin"):
         super().__init__()
         self.encoder = ENCODERS[encoder](n_features, latent_dim, hidden_dim=encoder_dim, width=width,
-                                         n_layers=n_layers)
+                                         n_layers=n_layers, anchor=anchor)
         self.decoder = Decoder(latent_dim, n_features, width, n_layers, noise_std=noise_std)
         self.prior = make_prior(prior, latent_dim, prior_options)
-        self.latent_dim = latent_dim
+        self.latent_dim, self.anchor = latent_dim, anchor
+
+    def encode(self, t, x, m):
+        """q(z0|x) and where z0 sits.
+
+        t : (batch, time); x, m : (batch, time, features) ->
+        mu, sigma : (batch, latent_dim); t0 : (batch,) model time of z0
+        """
+        mu, sigma = self.encoder(t, x, m)
+        return mu, sigma, anchor_time(self.anchor, t, m)
+
+    def decode(self, z0, tq, t0, **solver):
+        """Predicted means at query times ``tq`` (batch, Q) from z0 (samples, batch, latent) at ``t0`` (batch,):
+        (samples, batch, Q, features)."""
+        return self.decoder(z0, tq - t0.unsqueeze(1), **solver)
 
     def sample_z0(self, mu, sigma, n_samples: int, generator=None):
         """Reparameterised draws from q(z0|x): (samples, batch, latent_dim)."""
@@ -76,9 +93,9 @@ class LatentODE(nn.Module):
             ``mse`` of the sample-mean reconstruction (standardised units) and ``kl``.
         """
         solver = solver or {}
-        mu, sigma = self.encoder(batch.t, batch.x * enc_mask, enc_mask)
+        mu, sigma, t0 = self.encode(batch.t, batch.x * enc_mask, enc_mask)
         z0 = self.sample_z0(mu, sigma, n_samples, generator)
-        xhat = self.decoder(z0, batch.t, **solver)
+        xhat = self.decode(z0, batch.t, t0, **solver)
         scored = batch.m if loss_on == "all" else batch.m * (1 - enc_mask)
         ll = self.log_likelihood(xhat, batch.x, scored)
         reg = torch.zeros((), device=mu.device)

@@ -1,9 +1,10 @@
-"""Encoders: masked values are invisible, padding changes nothing, z0 sits at the origin."""
+"""Encoders: masked values are invisible, padding changes nothing, z0 sits at the origin or the last observation."""
 
 import pytest
 import torch
 
-from latentode.encoders import ENCODERS, SIGMA_MIN
+from latentode.encoders import ANCHORS, ENCODERS, SIGMA_MIN, last_observed_time
+from latentode.model import LatentODE
 
 
 def batch(gen, b=3, t=6, d=4):
@@ -13,11 +14,12 @@ def batch(gen, b=3, t=6, d=4):
     return times, x * m, m
 
 
+@pytest.mark.parametrize("anchor", ANCHORS)
 @pytest.mark.parametrize("name", sorted(ENCODERS))
-def test_masked_values_do_not_change_the_output(name):
+def test_masked_values_do_not_change_the_output(name, anchor):
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    enc = ENCODERS[name](4, 3, hidden_dim=8, width=16, n_layers=2)
+    enc = ENCODERS[name](4, 3, hidden_dim=8, width=16, n_layers=2, anchor=anchor)
     t, x, m = batch(gen)
     mu, sigma = enc(t, x, m)
     x2 = x + 100.0 * (1 - m) * torch.randn(x.shape, generator=gen)
@@ -30,11 +32,12 @@ def test_masked_values_do_not_change_the_output(name):
     assert not torch.allclose(enc(t, x3, m)[0], mu)
 
 
+@pytest.mark.parametrize("anchor", ANCHORS)
 @pytest.mark.parametrize("name", sorted(ENCODERS))
-def test_padding_to_a_longer_series_changes_nothing(name):
+def test_padding_to_a_longer_series_changes_nothing(name, anchor):
     gen = torch.Generator().manual_seed(1)
     torch.manual_seed(1)
-    enc = ENCODERS[name](4, 3, hidden_dim=8, width=16, n_layers=2)
+    enc = ENCODERS[name](4, 3, hidden_dim=8, width=16, n_layers=2, anchor=anchor)
     t, x, m = batch(gen, b=1, t=5)
     alone = enc(t, x, m)[0]
     pad = 4  # repeat the last time, mask 0
@@ -52,3 +55,51 @@ def test_odernn_reaches_back_to_the_origin():
     t, x, m = batch(gen, b=1)
     assert not torch.allclose(enc(t + 0.5, x, m)[0], enc(t, x, m)[0])
     assert enc.nfe > 0
+
+
+def test_last_observed_time():
+    t = torch.tensor([[0.0, 0.5, 1.0, 2.0], [0.0, 0.2, 0.2, 0.2], [0.0, 1.0, 2.0, 3.0]])
+    m = torch.zeros(3, 4, 2)
+    m[0, [0, 2], 0] = 1  # last observed step at 1.0; the step at 2.0 is empty
+    m[1, 1, 1] = 1
+    assert last_observed_time(t, m).tolist() == pytest.approx([1.0, 0.2, 0.0])  # a series with nothing observed: 0
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_last_anchor_ignores_later_empty_steps_and_reads_forwards(name):
+    """With anchor="last" later steps without observations (hidden for forecasting) change nothing,
+    and the state ends on the last observation: changing it changes z0, as does changing the first."""
+    gen = torch.Generator().manual_seed(3)
+    torch.manual_seed(3)
+    enc = ENCODERS[name](4, 3, hidden_dim=8, width=16, n_layers=2, anchor="last")
+    t, x, m = batch(gen, b=2, t=5)
+    m[:, -1] = 1.0
+    x = x * m
+    mu = enc(t, x, m)[0]
+    later = t[:, -1:] + torch.tensor([[0.3, 0.9]])
+    t2 = torch.cat([t, later], 1)
+    x2 = torch.cat([x, torch.randn(2, 2, 4, generator=gen)], 1)
+    m2 = torch.cat([m, torch.zeros(2, 2, 4)], 1)
+    torch.testing.assert_close(enc(t2, x2, m2)[0], mu, rtol=1e-5, atol=1e-6)
+    for j in (0, -1):
+        x3 = x.clone()
+        x3[:, j] += m[:, j]
+        assert not torch.allclose(enc(t, x3, m)[0], mu)
+
+
+def test_model_decode_at_the_anchor_is_the_readout_of_z0():
+    """decode() measures query times from each series' anchor: at t0 itself it returns readout(z0),
+    for queries before and after it it solves backwards and forwards."""
+    gen = torch.Generator().manual_seed(4)
+    torch.manual_seed(4)
+    model = LatentODE(4, 3, encoder="odernn", encoder_dim=8, width=16, n_layers=2, anchor="last")
+    t, x, m = batch(gen, b=2, t=5)
+    mu, sigma, t0 = model.encode(t, x, m)
+    torch.testing.assert_close(t0, last_observed_time(t, m))
+    tq = torch.stack([torch.zeros(2), t0, t0 + 0.5], dim=1)
+    with torch.no_grad():
+        out = model.decode(mu.unsqueeze(0), tq, t0, method="dopri5", rtol=1e-6, atol=1e-8, adjoint=False)[0]
+        torch.testing.assert_close(out[:, 1], model.decoder.readout(mu), rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(out[:, 0], out[:, 1]) and not torch.allclose(out[:, 2], out[:, 1])
+        origin = LatentODE(4, 3, encoder="odernn", encoder_dim=8, width=16, n_layers=2)
+        assert torch.equal(origin.encode(t, x, m)[2], torch.zeros(2))

@@ -146,6 +146,7 @@ def test_save_load_and_pickle_give_identical_predictions(fitted, synth, tmp_path
     (dict(mask_fraction=1.5), ValueError, "mask_fraction"),
     (dict(adjoint="yes"), TypeError, "adjoint"),
     (dict(loss_on="visible"), ValueError, "loss_on='visible'"),
+    (dict(anchor="end"), ValueError, "anchor='end'"),
     (dict(loss_on="hidden", mask_fraction=0, forecast_fraction=0), ValueError, "loss_on='hidden'"),
     (dict(prior_options=[1]), TypeError, "prior_options"),
     (dict(time_col="when"), ValueError, "time_col='when'"),
@@ -188,6 +189,7 @@ def test_extra_columns_are_ignored_and_kept_by_impute(fitted, synth):
 
 @pytest.mark.parametrize("params", [dict(n_samples=3), dict(encoder="gru"), dict(adjoint=False, method="rk4"),
                                     dict(loss_on="hidden", mask_fraction=0, forecast_fraction=1),
+                                    dict(anchor="last"), dict(anchor="last", encoder="gru"),
                                     dict(prior="cnf", n_samples=2, prior_options={"hidden_dim": 8})])
 def test_other_configurations_fit(synth, params):
     df = synth[0]
@@ -240,3 +242,18 @@ def test_periodic_noise_benchmark_runs_tiny():
     out = mod.main(epochs=1, n_series=20, n_points=10)
     assert len(out) == 2 and all(np.isfinite(r["test_mse_all_points"]) for r in out)
     assert out[1]["final_noise"] == pytest.approx(mod.FIXED)
+
+
+def test_last_anchor_round_trips_and_forecasts_beyond_the_window(synth, tmp_path):
+    df = synth[0]
+    est = LatentODERegressor(**dict(TINY, max_epochs=1, anchor="last")).fit(df)
+    ids = df["id"].unique()[:2]
+    last = df.groupby("id")["time"].max()
+    query = pd.DataFrame({"id": np.repeat(ids, 2), "time": [last[i] + pd.Timedelta(hours=h) for i in ids
+                                                            for h in (1, 30)]})
+    pred = est.predict(df, times=query)
+    assert np.isfinite(pred[VARS].to_numpy()).all()
+    est.save(tmp_path / "m")
+    loaded = LatentODERegressor.load(tmp_path / "m")
+    assert loaded.anchor == "last"
+    pd.testing.assert_frame_equal(loaded.predict(df, times=query), pred)
