@@ -326,7 +326,8 @@ class LatentODERegressor(BaseEstimator):
         """Predictive mean of every variable, at any times.
 
         The encoder reads each series' observed values in ``X``; the latent ODE, started
-        from the posterior mean of z0 at the series' first time, is decoded at the queries.
+        from the posterior mean of z0 (at the window origin, or with ``anchor="last"`` at the
+        last observation), is decoded at the queries.
 
         Parameters
         ----------
