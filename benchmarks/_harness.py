@@ -323,6 +323,10 @@ def add_model_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="odeint_adjoint (true, the estimator's default) or backprop through the solver")
     p.add_argument("--mask-fraction", type=float, default=None)
     p.add_argument("--forecast-fraction", type=float, default=None)
+    p.add_argument("--anchor", choices=["origin", "last"], default=None,
+                   help="where z0 sits (the estimator's default: origin)")
+    p.add_argument("--loss-on", choices=["all", "hidden"], default=None)
+    p.add_argument("--lr", type=float, default=None)
     return p
 
 
@@ -333,7 +337,7 @@ def model_options(args: argparse.Namespace) -> dict:
         out["noise_std"] = args.noise_std
     if args.adjoint is not None:
         out["adjoint"] = args.adjoint == "true"
-    for key in ("mask_fraction", "forecast_fraction"):
+    for key in ("mask_fraction", "forecast_fraction", "anchor", "loss_on", "lr"):
         if getattr(args, key) is not None:
             out[key] = getattr(args, key)
     return out
