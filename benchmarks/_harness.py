@@ -327,6 +327,7 @@ def add_model_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="where z0 sits (the estimator's default: origin)")
     p.add_argument("--loss-on", choices=["all", "hidden"], default=None)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--lr-decay", type=float, default=None, help="per-step learning-rate decay (reference: 0.999)")
     return p
 
 
@@ -337,7 +338,7 @@ def model_options(args: argparse.Namespace) -> dict:
         out["noise_std"] = args.noise_std
     if args.adjoint is not None:
         out["adjoint"] = args.adjoint == "true"
-    for key in ("mask_fraction", "forecast_fraction", "anchor", "loss_on", "lr"):
+    for key in ("mask_fraction", "forecast_fraction", "anchor", "loss_on", "lr", "lr_decay"):
         if getattr(args, key) is not None:
             out[key] = getattr(args, key)
     return out

@@ -112,15 +112,28 @@ def train_step(model, optimizer, batch: Batch, est, kl_weight: float, generator,
     return stats
 
 
+LR_FLOOR = 0.1
+
+
+def lr_schedule(optimizer, decay: float):
+    """Per-step exponential decay of the learning rate, ``lr * decay**step``, floored at
+    ``LR_FLOOR * lr`` (Rubanova et al.'s schedule: 0.999 per step down to a tenth)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(decay ** step, LR_FLOOR))
+
+
 def run_epoch(model, optimizer, series: SeriesSet, scaling: Scaling, est, epoch: int, rng, generator, solver,
-              device) -> dict:
-    """One pass over the training series in random batches; returns mean statistics."""
+              device, scheduler=None) -> dict:
+    """One pass over the training series in random batches; returns mean statistics.
+
+    ``scheduler`` (optional) is stepped after every optimisation step."""
     order = rng.permutation(series.n_series)
     kl_weight = 1.0 if est.kl_warmup <= 0 else min(1.0, (epoch + 1) / est.kl_warmup)
     totals, n_batches = {}, 0
     for start in range(0, len(order), est.batch_size):
         batch = collate(series, order[start:start + est.batch_size], scaling, device)
         stats = train_step(model, optimizer, batch, est, kl_weight, generator, solver)
+        if scheduler is not None:
+            scheduler.step()
         for k, v in stats.items():
             totals[k] = totals.get(k, 0.0) + v
         n_batches += 1
@@ -128,6 +141,7 @@ def run_epoch(model, optimizer, series: SeriesSet, scaling: Scaling, est, epoch:
     for k in ("nfe_forward", "nfe_backward", "nfe_encoder", "nfe_prior"):
         out[k] = int(totals.get(k, 0))
     out["kl_weight"] = kl_weight
+    out["lr"] = optimizer.param_groups[0]["lr"]
     return out
 
 
@@ -139,11 +153,12 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
     restored into ``model``. Returns the per-epoch history.
     """
     optimizer = torch.optim.Adam(model.parameters(), lr=est.lr, weight_decay=est.weight_decay)
+    scheduler = lr_schedule(optimizer, est.lr_decay) if est.lr_decay < 1 else None
     history, best, best_state, waited = [], np.inf, None, 0
     bar = tqdm(range(est.max_epochs), disable=not est.verbose, desc="fit", unit="epoch")
     for epoch in bar:
         t0 = time.perf_counter()
-        stats = run_epoch(model, optimizer, train, scaling, est, epoch, rng, generator, solver, device)
+        stats = run_epoch(model, optimizer, train, scaling, est, epoch, rng, generator, solver, device, scheduler)
         train_seconds = time.perf_counter() - t0
         v = evaluate_mse(model, valid, scaling, est.batch_size, solver, device) if valid is not None else np.nan
         record = {"epoch": epoch + 1, **stats, "valid_mse": v, "train_seconds": train_seconds,

@@ -147,6 +147,8 @@ def test_save_load_and_pickle_give_identical_predictions(fitted, synth, tmp_path
     (dict(adjoint="yes"), TypeError, "adjoint"),
     (dict(loss_on="visible"), ValueError, "loss_on='visible'"),
     (dict(anchor="end"), ValueError, "anchor='end'"),
+    (dict(lr_decay=1.5), ValueError, "lr_decay"),
+    (dict(lr_decay=0.0), ValueError, "lr_decay"),
     (dict(loss_on="hidden", mask_fraction=0, forecast_fraction=0), ValueError, "loss_on='hidden'"),
     (dict(prior_options=[1]), TypeError, "prior_options"),
     (dict(time_col="when"), ValueError, "time_col='when'"),
@@ -257,3 +259,13 @@ def test_last_anchor_round_trips_and_forecasts_beyond_the_window(synth, tmp_path
     loaded = LatentODERegressor.load(tmp_path / "m")
     assert loaded.anchor == "last"
     pd.testing.assert_frame_equal(loaded.predict(df, times=query), pred)
+
+
+def test_lr_decay_per_step_down_to_a_tenth(synth):
+    df = synth[0]
+    est = LatentODERegressor(**dict(TINY, max_epochs=3, lr=1e-2, lr_decay=0.5, validation_fraction=0)).fit(df)
+    n_steps = int(np.ceil(df["id"].nunique() / TINY["batch_size"]))
+    expected = [max(0.5 ** (n_steps * (e + 1)), 0.1) * 1e-2 for e in range(3)]
+    assert [h["lr"] for h in est.history_] == pytest.approx(expected)
+    flat = LatentODERegressor(**dict(TINY, max_epochs=1, validation_fraction=0)).fit(df)
+    assert flat.history_[0]["lr"] == pytest.approx(1e-2)
