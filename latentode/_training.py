@@ -84,7 +84,7 @@ def evaluate_mse(model, series: SeriesSet, scaling: Scaling, batch_size: int, so
             seen = collate(visible, idx, scaling, device)
             mu, _, t0 = model.encode(seen.t, seen.x, seen.m)
             xhat = model.decode(mu.unsqueeze(0), full.t, t0, **solver)[0]
-            target = full.m - seen.m
+            target = (full.m - seen.m) * model.variable_weight
             sq += float(((xhat - full.x).pow(2) * target).sum())
             n += float(target.sum())
     return sq / max(n, 1.0)

@@ -88,6 +88,14 @@ class LatentODERegressor(BaseEstimator):
         the encoder by ``mask_fraction`` / ``forecast_fraction`` (a pure imputation or
         forecasting objective, e.g. ``mask_fraction=0, forecast_fraction=1`` trains a
         forecaster). "hidden" needs one of the two fractions above 0.
+    variable_weight : None, "balanced" or dict, default=None
+        Weights of the variables in the training likelihood (and in the validation MSE).
+        None: every observed value counts the same, so often-measured variables dominate.
+        "balanced": variable j gets ``n_values / (n_features * n_j)`` (``n_j`` its observed
+        values in training), so every variable counts the same in total, as in a metric
+        averaged per variable (like scikit-learn's ``class_weight="balanced"``). A dict maps
+        column names to weights (missing columns: 1). The fitted weights are in
+        ``variable_weight_``.
     anchor : {"origin", "last"}, default="origin"
         Where the latent state z0 sits. "origin" (Rubanova et al.): the encoder reads each
         series backwards and z0 is the state at the window's start, from which the ODE
@@ -123,6 +131,8 @@ class LatentODERegressor(BaseEstimator):
     time_kind_ : TimeKind
     id_col_, time_col_ : str or None
     feature_names_in_ : ndarray of str, n_features_in_ : int
+    variable_weight_ : ndarray of shape (n_features,)
+        The likelihood weight of each variable in training (see ``variable_weight``).
     history_ : list of dict
         Per epoch: loss, mse, kl, valid_mse, NFE (forward, backward, encoder, prior), seconds.
 
@@ -140,8 +150,8 @@ class LatentODERegressor(BaseEstimator):
     def __init__(self, *, id_col=None, time_col=None, value_cols=None, encoder="odernn", latent_dim=20,
                  encoder_dim=40, width=50, n_layers=3, prior="normal", prior_options=None, method="dopri5",
                  rtol=1e-3, atol=1e-4, adjoint=True, max_num_steps=1000, noise_std=None, n_samples=1, kl_warmup=10,
-                 mask_fraction=0.2, forecast_fraction=0.5, loss_on="all", anchor="origin",
-                 max_epochs=100, batch_size=50, lr=1e-2, weight_decay=0.0, lr_decay=1.0, validation_fraction=0.1,
+                 mask_fraction=0.2, forecast_fraction=0.5, loss_on="all", variable_weight=None,
+                 anchor="origin",                 max_epochs=100, batch_size=50, lr=1e-2, weight_decay=0.0, lr_decay=1.0, validation_fraction=0.1,
                  patience=10, device="auto", random_state=None, verbose=0):
         self.id_col = id_col
         self.time_col = time_col
@@ -164,6 +174,7 @@ class LatentODERegressor(BaseEstimator):
         self.mask_fraction = mask_fraction
         self.forecast_fraction = forecast_fraction
         self.loss_on = loss_on
+        self.variable_weight = variable_weight
         self.anchor = anchor
         self.max_epochs = max_epochs
         self.batch_size = batch_size
@@ -183,6 +194,9 @@ class LatentODERegressor(BaseEstimator):
         check_choice("method", self.method, METHODS)
         check_choice("loss_on", self.loss_on, ("all", "hidden"))
         check_choice("anchor", self.anchor, ANCHORS)
+        vw = self.variable_weight
+        if vw is not None and not isinstance(vw, dict) and not (isinstance(vw, str) and vw == "balanced"):
+            raise TypeError(f"variable_weight must be None, 'balanced' or a dict, got {vw!r}.")
         if self.loss_on == "hidden" and self.mask_fraction == 0 and self.forecast_fraction == 0:
             raise ValueError("loss_on='hidden' scores only values hidden from the encoder; set mask_fraction or "
                              "forecast_fraction above 0.")
@@ -219,6 +233,24 @@ class LatentODERegressor(BaseEstimator):
         """Validate a frame against the fitted columns and time kind."""
         return validate_frame(X, self.id_col_, self.time_col_, list(self.feature_names_in_), self.time_kind_, name)
 
+    def _variable_weights(self, series: SeriesSet) -> np.ndarray:
+        """(n_features,) likelihood weights from ``variable_weight`` and the training counts."""
+        names = list(self.feature_names_in_)
+        vw = self.variable_weight
+        if vw is None:
+            return np.ones(len(names))
+        if isinstance(vw, dict):
+            unknown = sorted(set(map(str, vw)) - set(map(str, names)))
+            if unknown:
+                raise ValueError(f"variable_weight names columns that are not variables: {unknown}; "
+                                 f"the variables are {names}.")
+            w = np.array([vw.get(n, 1.0) for n in names], dtype=float)
+            if not np.all(np.isfinite(w)) or (w < 0).any() or not (w > 0).any():
+                raise ValueError(f"variable_weight values must be finite, >= 0 and not all 0, got {vw!r}.")
+            return w
+        count = (~np.isnan(series.values)).sum(axis=0).astype(float)
+        return np.where(count > 0, count.sum() / (len(names) * np.maximum(count, 1)), 1.0)
+
     # ------------------------------------------------------------------ fit
     def fit(self, X, y=None):
         """Fit on a long frame.
@@ -243,6 +275,7 @@ class LatentODERegressor(BaseEstimator):
         self.time_kind_ = lf.time_kind
         series = lf.series.observed_only()
         self.scaling_ = Scaling.fit(series, lf.columns.values)
+        self.variable_weight_ = self._variable_weights(series)
         self.device_ = resolve_device(self.device)
 
         rs = check_random_state(self.random_state)
@@ -260,6 +293,8 @@ class LatentODERegressor(BaseEstimator):
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             self.module_ = self._build_module().to(self.device_)
+            self.module_.variable_weight = torch.as_tensor(self.variable_weight_, dtype=torch.float32,
+                                                           device=self.device_)
             generator = torch.Generator(device=self.device_).manual_seed(seed)
             self.history_ = fit_loop(self.module_, train, valid, self.scaling_, self, rng, generator,
                                      self._solver(), self.device_)
@@ -521,6 +556,7 @@ class LatentODERegressor(BaseEstimator):
             "feature_names": [str(c) for c in self.feature_names_in_],
             "time_kind": {"kind": self.time_kind_.kind, "tz": self.time_kind_.tz},
             "scaling": self.scaling_.to_dict(),
+            "variable_weight": [float(w) for w in self.variable_weight_],
             "history": self.history_,
         }
 
@@ -554,6 +590,7 @@ class LatentODERegressor(BaseEstimator):
         self.n_features_in_ = len(self.feature_names_in_)
         self.time_kind_ = TimeKind(**cfg["time_kind"])
         self.scaling_ = Scaling.from_dict(cfg["scaling"])
+        self.variable_weight_ = np.asarray(cfg.get("variable_weight", np.ones(self.n_features_in_)), dtype=float)
         self.history_ = cfg["history"]
         self.device_ = resolve_device(device)
         self.module_ = self._build_module().to(self.device_).eval()

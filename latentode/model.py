@@ -46,6 +46,9 @@ class LatentODE(nn.Module):
         self.decoder = Decoder(latent_dim, n_features, width, n_layers, noise_std=noise_std)
         self.prior = make_prior(prior, latent_dim, prior_options)
         self.latent_dim, self.anchor = latent_dim, anchor
+        # per-variable weights of the training likelihood (set by the estimator's fit; not saved:
+        # they only matter while training)
+        self.register_buffer("variable_weight", torch.ones(n_features), persistent=False)
 
     def encode(self, t, x, m):
         """q(z0|x) and where z0 sits.
@@ -97,6 +100,7 @@ class LatentODE(nn.Module):
         z0 = self.sample_z0(mu, sigma, n_samples, generator)
         xhat = self.decode(z0, batch.t, t0, **solver)
         scored = batch.m if loss_on == "all" else batch.m * (1 - enc_mask)
+        scored = scored * self.variable_weight  # weights 1 unless the estimator set others
         ll = self.log_likelihood(xhat, batch.x, scored)
         reg = torch.zeros((), device=mu.device)
         kl_fn = getattr(self.prior, "analytic_kl", None)

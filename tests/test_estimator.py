@@ -269,3 +269,49 @@ def test_lr_decay_per_step_down_to_a_tenth(synth):
     assert [h["lr"] for h in est.history_] == pytest.approx(expected)
     flat = LatentODERegressor(**dict(TINY, max_epochs=1, validation_fraction=0)).fit(df)
     assert flat.history_[0]["lr"] == pytest.approx(1e-2)
+
+
+def test_variable_weight_balanced_dict_and_errors(synth):
+    df = synth[0]
+    est = LatentODERegressor(**dict(TINY, max_epochs=1, variable_weight="balanced")).fit(df)
+    counts = df[VARS].notna().sum().to_numpy(dtype=float)
+    np.testing.assert_allclose(est.variable_weight_, counts.sum() / (3 * counts))
+    assert est.module_.variable_weight.tolist() == pytest.approx(est.variable_weight_.tolist())
+    est = LatentODERegressor(**dict(TINY, max_epochs=1, variable_weight={"v2": 3.0})).fit(df)
+    assert est.variable_weight_.tolist() == [1.0, 3.0, 1.0]
+    assert LatentODERegressor(**dict(TINY, max_epochs=1)).fit(df).variable_weight_.tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="zz"):
+        LatentODERegressor(**dict(TINY, variable_weight={"zz": 1.0})).fit(df)
+    with pytest.raises(ValueError, match="variable_weight"):
+        LatentODERegressor(**dict(TINY, variable_weight={"v1": -1.0})).fit(df)
+    with pytest.raises(TypeError, match="variable_weight"):
+        LatentODERegressor(**dict(TINY, variable_weight="equal")).fit(df)
+
+
+def test_a_zero_weight_removes_a_variable_from_the_loss(fitted, synth):
+    import torch
+
+    from latentode._collate import collate
+
+    df = synth[0]
+    series = fitted._validate(df).series.observed_only()
+    batch = collate(series, np.arange(series.n_series), fitted.scaling_, fitted.device_)
+    enc_mask = batch.m.clone()
+    enc_mask[..., 1:] = 0  # the encoder sees v1 only; v2 and v3 are scored as hidden values
+    model = fitted.module_
+    model.variable_weight = torch.tensor([1.0, 0.0, 1.0])
+    try:
+        def loss(x):
+            b = type(batch)(batch.t, x, batch.m)
+            with torch.no_grad():
+                return float(model.loss(b, enc_mask, generator=torch.Generator().manual_seed(0),
+                                        solver=fitted._solver(), loss_on="hidden")[0])
+        base = loss(batch.x)
+        bump = torch.zeros_like(batch.x)
+        bump[..., 1] = 3.0
+        assert loss(batch.x + bump * batch.m) == pytest.approx(base, rel=1e-6)  # v2 weighs nothing
+        bump = torch.zeros_like(batch.x)
+        bump[..., 2] = 3.0
+        assert loss(batch.x + bump * batch.m) != pytest.approx(base, rel=1e-3)  # v3 does
+    finally:
+        model.variable_weight = torch.ones(3)
