@@ -328,6 +328,8 @@ def add_model_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--loss-on", choices=["all", "hidden"], default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--lr-decay", type=float, default=None, help="per-step learning-rate decay (reference: 0.999)")
+    p.add_argument("--variable-weight", choices=["balanced"], default=None,
+                   help="balanced: every variable weighs the same in the training likelihood")
     return p
 
 
@@ -338,7 +340,7 @@ def model_options(args: argparse.Namespace) -> dict:
         out["noise_std"] = args.noise_std
     if args.adjoint is not None:
         out["adjoint"] = args.adjoint == "true"
-    for key in ("mask_fraction", "forecast_fraction", "anchor", "loss_on", "lr", "lr_decay"):
+    for key in ("mask_fraction", "forecast_fraction", "anchor", "loss_on", "lr", "lr_decay", "variable_weight"):
         if getattr(args, key) is not None:
             out[key] = getattr(args, key)
     return out

@@ -104,9 +104,9 @@ def test_model_options_from_the_command_line():
     assert H.model_options(parser.parse_args([])) == {}
     args = parser.parse_args(["--noise-std", "0.01", "--adjoint", "false", "--mask-fraction", "0",
                               "--forecast-fraction", "1", "--anchor", "last", "--loss-on", "hidden", "--lr", "0.003",
-                              "--lr-decay", "0.999"])
+                              "--lr-decay", "0.999", "--variable-weight", "balanced"])
     assert H.model_options(args) == {"noise_std": 0.01, "adjoint": False, "mask_fraction": 0.0,
                                      "forecast_fraction": 1.0, "anchor": "last", "loss_on": "hidden", "lr": 0.003,
-                                     "lr_decay": 0.999}
+                                     "lr_decay": 0.999, "variable_weight": "balanced"}
     with pytest.raises(SystemExit):
         parser.parse_args(["--adjoint", "maybe"])
