@@ -32,7 +32,7 @@ DEFAULTS = dict(latent_dim=20, encoder_dim=40, width=50, n_layers=3, batch_size=
 
 
 def main(data_dir=None, n_stays=None, n_train=None, epochs=10, seeds=(0, 1, 2), models=H.MODELS,
-         score_valid=False, name="physionet_forecast", out_dir=None, **params) -> dict:
+         score_valid=False, name="physionet_forecast", out_dir=None, n_test=None, **params) -> dict:
     """Run the protocol; returns the result dict (also written to ``<out_dir>/<name>.json``).
 
     Parameters
@@ -40,7 +40,9 @@ def main(data_dir=None, n_stays=None, n_train=None, epochs=10, seeds=(0, 1, 2), 
     n_stays : int or None
         Use only the first ``n_stays`` stays (by RecordID) before splitting.
     n_train : int or None
-        Fit on the first ``n_train`` training stays only (the test set stays whole).
+        Fit on the first ``n_train`` training stays only.
+    n_test : int or None
+        Score the first ``n_test`` test stays only (None: all of them).
     epochs : int
         Training epochs of the neural models.
     seeds : sequence of int
@@ -59,11 +61,12 @@ def main(data_dir=None, n_stays=None, n_train=None, epochs=10, seeds=(0, 1, 2), 
     df = H.minmax_apply(df, cols, lo, rng)
     fit_ids = train_ids[:n_train] if n_train is not None else train_ids
     train = df[df["RecordID"].isin(fit_ids)]
-    cases = {"test": H.forecast_frames(df, test_ids)}
+    cases = {"test": H.forecast_frames(df, test_ids[:n_test])}
     if score_valid:
         cases["valid"] = H.forecast_frames(df, valid_ids)
     settings = {"n_stays": int(df["RecordID"].nunique()), "n_train_split": len(train_ids),
-                "n_valid": len(valid_ids), "n_test": len(test_ids), "n_fit": len(fit_ids), "epochs": epochs,
+                "n_valid": len(valid_ids), "n_test": len(test_ids[:n_test]), "n_fit": len(fit_ids),
+                "epochs": epochs,
                 "seeds": list(seeds), "params": {**DEFAULTS, **params, "max_epochs": epochs},
                 "n_test_targets": int(cases["test"][1][cols].notna().to_numpy().sum()),
                 "load_seconds": time.perf_counter() - t0}
@@ -86,9 +89,10 @@ def main(data_dir=None, n_stays=None, n_train=None, epochs=10, seeds=(0, 1, 2), 
 def _cli():
     p = H.physionet_parser(__doc__.split("\n\n")[0], "physionet_forecast")
     p.add_argument("--score-valid", action="store_true")
+    p.add_argument("--n-test", type=int, default=None, help="score the first N test stays only")
     a = p.parse_args()
     main(a.data_dir, a.n_stays, a.n_train, a.epochs, H.parse_list(a.seeds, int), H.parse_list(a.models),
-         a.score_valid, a.name, **H.model_options(a))
+         a.score_valid, a.name, n_test=a.n_test, **H.model_options(a))
 
 if __name__ == "__main__":
     _cli()
