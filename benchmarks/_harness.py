@@ -115,6 +115,20 @@ def forecast_frames(df: pd.DataFrame, ids, cut=24.0, end=48.0, id_col="RecordID"
     return context.reset_index(drop=True), targets.reset_index(drop=True)
 
 
+def with_window_start(context: pd.DataFrame, start: float = 0.0, id_col="RecordID", time_col="Time") -> pd.DataFrame:
+    """``context`` plus one empty row (every variable NaN) per series at ``start``.
+
+    A series' earliest row is where latentode places its window start (z0). PhysioNet stays all
+    begin at ICU admission (every stay has its descriptors at Time 0), and so does every training
+    window; when a context drops the stay's first rows, the empty row keeps the window start
+    where training had it, as the reference code's grid (which always holds 0) does.
+    """
+    empty = pd.DataFrame({id_col: context[id_col].unique()})
+    empty[time_col] = float(start)
+    out = pd.concat([empty, context], ignore_index=True)
+    return out[list(context.columns)]
+
+
 def interp_frames(df: pd.DataFrame, ids, fraction=0.5, random_state=0, id_col="RecordID"):
     """Per stay, a seeded random ``ceil(fraction * n)`` of its ``n`` observation times are the
     context and the others the targets (stays with one row only give context)."""
@@ -224,7 +238,10 @@ def run_one(name: str, train: pd.DataFrame, cases: dict, cols, params: dict, see
 
         def predict(ctx, q):
             ctx = ctx[[id_col, time_col, *fitted]]
-            ctx = ctx[ctx[fitted].notna().any(axis=1)]
+            # rows with nothing observed are dropped, except each series' earliest row: it marks the
+            # window start (see with_window_start)
+            first = ctx[time_col].eq(ctx.groupby(id_col)[time_col].transform("min"))
+            ctx = ctx[ctx[fitted].notna().any(axis=1) | first]
             pred = model.predict(ctx, times=q)
             for j, c in enumerate(cols):
                 if c not in fitted:

@@ -4,7 +4,8 @@ set-a + set-b (8,000 stays), split 80/20 (:func:`_harness.rubanova_split`); time
 the minute (the files' own resolution, so a no-op); every variable min-max scaled to [0, 1]
 over the whole data set (Rubanova's ``get_data_min_max``), and every metric is on that scale.
 For each test stay a seeded random ``ceil(n / 2)`` of its ``n`` observation times form the
-context; the model predicts at all its times. Scored:
+context, plus an empty row at Time 0 (the window start, where every stay has its descriptors;
+:func:`_harness.with_window_start`); the model predicts at all its times. Scored:
 
 - ``heldout``: the observed values at the other times, never seen by the encoder;
 - ``all``: every observed value of the stay, seen or not (what Rubanova et al. report).
@@ -61,6 +62,7 @@ def main(data_dir=None, n_stays=None, n_train=None, epochs=10, seeds=(0, 1, 2), 
     for model in models:
         for seed in (seeds[:1] if model in H.BASELINES else seeds):
             context, heldout = H.interp_frames(test, test_ids, 0.5, random_state=seed)
+            context = H.with_window_start(context)  # the stays' window starts at admission, Time 0
             cases = {"heldout": (context, heldout), "all": (context, test)}
             run = H.run_one(model, train, cases, cols, settings["params"], seed)
             runs.append(run)

@@ -110,3 +110,22 @@ def test_model_options_from_the_command_line():
                                      "lr_decay": 0.999, "variable_weight": "balanced"}
     with pytest.raises(SystemExit):
         parser.parse_args(["--adjoint", "maybe"])
+
+
+def test_window_start_rows_reach_the_model():
+    df = pd.DataFrame({"RecordID": [1, 1, 2], "Time": [3.0, 5.0, 1.0], "x": [0.1, 0.2, 0.3], "y": np.nan})
+    out = H.with_window_start(df)
+    assert list(out.columns) == list(df.columns) and len(out) == 5
+    assert out.groupby("RecordID")["Time"].min().tolist() == [0.0, 0.0]
+    assert out[out["Time"] == 0][["x", "y"]].isna().all().all()
+    # the harness keeps the empty earliest row for the neural models: scoring the same targets from
+    # a context with and without it gives different predictions
+    data, _ = make_synthetic(n_series=6, random_state=0)
+    data = data.rename(columns={"id": "RecordID", "time": "Time"})
+    data["Time"] = (data["Time"] - data["Time"].min()) / pd.Timedelta(hours=1) + 5.0
+    cols = ["v1", "v2", "v3"]
+    ctx = data[data["RecordID"].isin(data["RecordID"].unique()[:2])]
+    run = H.run_one("odernn", data[["RecordID", "Time", *cols]],
+                    {"plain": (ctx, ctx), "start": (H.with_window_start(ctx), ctx)}, cols,
+                    dict(TINY, max_epochs=1, validation_fraction=0), 0)
+    assert run["plain"]["mse"] != pytest.approx(run["start"]["mse"])

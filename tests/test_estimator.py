@@ -315,3 +315,23 @@ def test_a_zero_weight_removes_a_variable_from_the_loss(fitted, synth):
         assert loss(batch.x + bump * batch.m) != pytest.approx(base, rel=1e-3)  # v3 does
     finally:
         model.variable_weight = torch.ones(3)
+
+
+def test_an_empty_earliest_row_sets_the_window_start(fitted, synth):
+    """A row with every variable NaN observes nothing, but as a series' earliest row it is where the
+    window (and z0) starts; later empty rows change nothing."""
+    df = synth[0]
+    ctx = df[df["id"].isin(df["id"].unique()[:3])]
+    ctx = ctx[ctx[VARS].notna().any(axis=1)].reset_index(drop=True)
+    first = ctx.groupby("id")["time"].min()
+    query = ctx[["id", "time"]]
+    base = fitted.predict(ctx, times=query)
+
+    def with_rows(times):
+        empty = pd.DataFrame({"id": first.index, "time": times})
+        return pd.concat([empty, ctx], ignore_index=True)
+
+    earlier = fitted.predict(with_rows(first.to_numpy() - pd.Timedelta(hours=12)), times=query)
+    assert not np.allclose(earlier[VARS].to_numpy(), base[VARS].to_numpy())
+    later = ctx.groupby("id")["time"].max().to_numpy() + pd.Timedelta(hours=1)
+    pd.testing.assert_frame_equal(fitted.predict(with_rows(later), times=query), base)
