@@ -129,3 +129,9 @@ def test_window_start_rows_reach_the_model():
                     {"plain": (ctx, ctx), "start": (H.with_window_start(ctx), ctx)}, cols,
                     dict(TINY, max_epochs=1, validation_fraction=0), 0)
     assert run["plain"]["mse"] != pytest.approx(run["start"]["mse"])
+
+
+def test_periodic_window_start_runs_tiny():
+    mod = importlib.import_module("periodic_window_start")
+    out = mod.main(epochs=1, seed=0, n_series=10, n_points=10, **TINY)
+    assert np.isfinite(out["with_start_row"]) and np.isfinite(out["without_start_row"])
