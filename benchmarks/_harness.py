@@ -118,7 +118,8 @@ def forecast_frames(df: pd.DataFrame, ids, cut=24.0, end=48.0, id_col="RecordID"
 def with_window_start(context: pd.DataFrame, start: float = 0.0, id_col="RecordID", time_col="Time") -> pd.DataFrame:
     """``context`` plus one empty row (every variable NaN) per series at ``start``.
 
-    A series' earliest row is where latentode places its window start (z0). PhysioNet stays all
+    A series' earliest row is where latentode places its window start (z0). Periodic series share
+    one clock from t = 0, and PhysioNet stays all
     begin at ICU admission (every stay has its descriptors at Time 0), and so does every training
     window; when a context drops the stay's first rows, the empty row keeps the window start
     where training had it, as the reference code's grid (which always holds 0) does.
@@ -311,13 +312,6 @@ def table_from_json(path, case="test", keys=("mse", "mae"), task=None) -> str:
     return markdown_table(summarise(runs, case, keys), keys)
 
 
-if __name__ == "__main__":  # python benchmarks/_harness.py RESULT.json [case] [key,key] [task]
-    import sys
-
-    args = sys.argv[1:]
-    print(table_from_json(args[0], *(args[1:2] or ["test"]), *(parse_list(a) for a in args[2:3]), *args[3:4]))
-
-
 def physionet_parser(description: str, name: str) -> argparse.ArgumentParser:
     """Command-line options shared by the PhysioNet protocols."""
     p = argparse.ArgumentParser(description=description)
@@ -361,3 +355,10 @@ def model_options(args: argparse.Namespace) -> dict:
         if getattr(args, key) is not None:
             out[key] = getattr(args, key)
     return out
+
+
+if __name__ == "__main__":  # python benchmarks/_harness.py RESULT.json [case] [key,key] [task]
+    import sys
+
+    args = sys.argv[1:]
+    print(table_from_json(args[0], *(args[1:2] or ["test"]), *(parse_list(a) for a in args[2:3]), *args[3:4]))

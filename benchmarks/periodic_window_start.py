@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 try:
-    from .periodic import _with_window_start
+    from . import _harness as H
 except ImportError:  # run as a script
-    from periodic import _with_window_start
+    import _harness as H
 
 from latentode import LatentODERegressor
 from latentode.datasets import make_periodic, periodic_task
@@ -37,7 +37,7 @@ def main(epochs: int = 40, seed: int = 1, n_series: int = 1000, n_points: int = 
                    lr_decay=0.999, random_state=seed)
     est = LatentODERegressor(**{**options, **params}).fit(train)
     out = {"epochs": epochs, "seed": seed}
-    for name, context in (("without_start_row", obs), ("with_start_row", _with_window_start(obs))):
+    for name, context in (("without_start_row", obs), ("with_start_row", H.with_window_start(obs, id_col="unique_id", time_col="time"))):
         pred = est.predict(context, times=target[["unique_id", "time"]])
         err = (pred["y"].to_numpy() - target["y"].to_numpy()) ** 2
         out[name] = float(err.mean())
