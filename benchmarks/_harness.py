@@ -336,6 +336,8 @@ def add_model_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--forecast-fraction", type=float, default=None)
     p.add_argument("--anchor", choices=["origin", "last"], default=None,
                    help="where z0 sits (the estimator's default: origin)")
+    p.add_argument("--center", choices=["last", "mean"], default=None,
+                   help="per-series reference of the read-out (the estimator's default: none)")
     p.add_argument("--loss-on", choices=["all", "hidden"], default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--lr-decay", type=float, default=None, help="per-step learning-rate decay (reference: 0.999)")
@@ -351,7 +353,7 @@ def model_options(args: argparse.Namespace) -> dict:
         out["noise_std"] = args.noise_std
     if args.adjoint is not None:
         out["adjoint"] = args.adjoint == "true"
-    for key in ("mask_fraction", "forecast_fraction", "anchor", "loss_on", "lr", "lr_decay", "variable_weight"):
+    for key in ("mask_fraction", "forecast_fraction", "anchor", "center", "loss_on", "lr", "lr_decay", "variable_weight"):
         if getattr(args, key) is not None:
             out[key] = getattr(args, key)
     return out

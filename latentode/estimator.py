@@ -19,7 +19,7 @@ from ._validation import check_choice, check_number, resolve_device
 from ._training import evaluate_mse, fit_loop
 from .decoder import METHODS
 from .encoders import ANCHORS, ENCODERS
-from .model import LatentODE
+from .model import CENTERS, LatentODE
 from .priors import PRIORS
 
 _FORMAT_VERSION = 1
@@ -104,6 +104,15 @@ class LatentODERegressor(BaseEstimator):
         and forwards to later ones, so the latest values need not travel through the
         whole series (suits forecasting). The prior is over z0 either way;
         :meth:`sample_prior` decodes its draws from the window origin.
+    center : {None, "last", "mean"}, default=None
+        What the decoder's read-out of each variable is relative to. None (Rubanova et al.):
+        the training mean, so z0 must carry every variable's level. "last": each series'
+        last observed value of the variable in the data the encoder reads; "mean": the mean
+        of those values (a per-series centring, as RevIN does for forecasting models). A
+        variable a series never observed falls back to the training mean. The reference is
+        computed from what the encoder sees (in training: after masking), so nothing hidden
+        leaks. "last" suits forecasting rarely measured, slowly changing variables (lab
+        values), whose last value a small z0 otherwise forgets (BENCHMARKS.md).
     max_epochs, batch_size : int, default=100, 50
     lr, weight_decay : float, default=1e-2, 0.0
         Adam settings.
@@ -150,7 +159,7 @@ class LatentODERegressor(BaseEstimator):
     def __init__(self, *, id_col=None, time_col=None, value_cols=None, encoder="odernn", latent_dim=20,
                  encoder_dim=40, width=50, n_layers=3, prior="normal", prior_options=None, method="dopri5",
                  rtol=1e-3, atol=1e-4, adjoint=True, max_num_steps=1000, noise_std=None, n_samples=1, kl_warmup=10,
-                 mask_fraction=0.2, forecast_fraction=0.5, loss_on="all", variable_weight=None, anchor="origin",
+                 mask_fraction=0.2, forecast_fraction=0.5, loss_on="all", variable_weight=None, anchor="origin", center=None,
                  max_epochs=100, batch_size=50, lr=1e-2, weight_decay=0.0, lr_decay=1.0, validation_fraction=0.1,
                  patience=10, device="auto", random_state=None, verbose=0):
         self.id_col = id_col
@@ -176,6 +185,7 @@ class LatentODERegressor(BaseEstimator):
         self.loss_on = loss_on
         self.variable_weight = variable_weight
         self.anchor = anchor
+        self.center = center
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -194,6 +204,8 @@ class LatentODERegressor(BaseEstimator):
         check_choice("method", self.method, METHODS)
         check_choice("loss_on", self.loss_on, ("all", "hidden"))
         check_choice("anchor", self.anchor, ANCHORS)
+        if self.center is not None:
+            check_choice("center", self.center, CENTERS)
         vw = self.variable_weight
         if vw is not None and not isinstance(vw, dict) and not (isinstance(vw, str) and vw == "balanced"):
             raise TypeError(f"variable_weight must be None, 'balanced' or a dict, got {vw!r}.")
@@ -224,7 +236,7 @@ class LatentODERegressor(BaseEstimator):
 
     def _build_module(self) -> LatentODE:
         return LatentODE(self.n_features_in_, self.latent_dim, self.encoder, self.encoder_dim, self.width,
-                         self.n_layers, self.prior, self.prior_options, self.noise_std, self.anchor)
+                         self.n_layers, self.prior, self.prior_options, self.noise_std, self.anchor, self.center)
 
     def _queries(self, lf, times):
         return resolve_queries(lf, times, self.time_kind_, self.id_col_, self.time_col_)
@@ -303,7 +315,7 @@ class LatentODERegressor(BaseEstimator):
 
     # ------------------------------------------------------------------ inference core
     def _posterior(self, series: SeriesSet, idx):
-        """q(z0|x) of the series ``idx`` and where z0 sits: mu, sigma (b, latent), t0 (b,)."""
+        """The encoder's :class:`~latentode.model.Posterior` of the series ``idx``."""
         batch = collate(series, idx, self.scaling_, self.device_)
         return self.module_.encode(batch.t, batch.x, batch.m)
 
@@ -346,11 +358,11 @@ class LatentODERegressor(BaseEstimator):
                 idx = idx[offsets[idx + 1] > offsets[idx]]
                 if not len(idx):
                     continue
-                mu, sigma, t0 = self._posterior(context, idx)
+                mu, sigma, t0, level = self._posterior(context, idx)
                 z0 = mu.unsqueeze(0) if not n_samples else model.sample_z0(mu, sigma, n_samples, generator)
                 q = [(times[offsets[i]:offsets[i + 1]] - context.origin[i]) / scale for i in idx]
                 tq, lengths = pad_queries(q, self.device_)
-                xhat = model.decode(z0, tq, t0, **solver)
+                xhat = model.decode(z0, tq, t0, level, **solver)
                 if n_samples:
                     eps = torch.randn(xhat.shape, generator=generator, device=xhat.device, dtype=xhat.dtype)
                     xhat = xhat + model.decoder.noise_std * eps

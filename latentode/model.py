@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -13,6 +14,44 @@ from .encoders import ENCODERS, anchor_time
 from .priors import make_prior
 
 LOG_2PI = math.log(2 * math.pi)
+CENTERS = ("last", "mean")
+
+
+def series_level(center, x, m):
+    """Per-series reference value of each variable, which the decoder's read-out is added to.
+
+    x, m : (batch, time, features) standardised values and mask -> (batch, features).
+    ``center=None``: zeros (the training mean; Rubanova et al.). "last": the series' last
+    observed value of the variable; "mean": the mean of its observed values. A variable the
+    series never observed gets 0.
+    """
+    if center is None:
+        return x.new_zeros(x.shape[0], x.shape[-1])
+    if center == "mean":
+        return (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+    steps = torch.arange(x.shape[1], device=x.device).view(1, -1, 1)
+    last = torch.where(m > 0, steps, -1).amax(dim=1)                                  # (batch, features)
+    value = x.gather(1, last.clamp_min(0).unsqueeze(1)).squeeze(1)
+    return torch.where(last >= 0, value, torch.zeros_like(value))
+
+
+class Posterior(NamedTuple):
+    """What the encoder gives for a batch of series.
+
+    Attributes
+    ----------
+    mu, sigma : Tensor, shape (batch, latent_dim)
+        q(z0|x).
+    t0 : Tensor, shape (batch,)
+        Model time at which z0 sits.
+    level : Tensor, shape (batch, features)
+        Per-series reference values added to the decoded read-out (:func:`series_level`).
+    """
+
+    mu: torch.Tensor
+    sigma: torch.Tensor
+    t0: torch.Tensor
+    level: torch.Tensor
 
 
 class LatentODE(nn.Module):
@@ -35,34 +74,37 @@ class LatentODE(nn.Module):
     anchor : {"origin", "last"}
         Where z0 sits: the window origin (Rubanova et al.) or each series' last observed
         step (see :mod:`latentode.encoders`).
+    center : {None, "last", "mean"}
+        Per-series reference the read-out is relative to (:func:`series_level`).
     """
 
     def __init__(self, n_features: int, latent_dim: int, encoder: str = "odernn", encoder_dim: int = 40,
                  width: int = 50, n_layers: int = 3, prior: str = "normal", prior_options=None,
-                 noise_std: float | None = None, anchor: str = "origin"):
+                 noise_std: float | None = None, anchor: str = "origin",
+                 center: str | None = None):
         super().__init__()
         self.encoder = ENCODERS[encoder](n_features, latent_dim, hidden_dim=encoder_dim, width=width,
                                          n_layers=n_layers, anchor=anchor)
         self.decoder = Decoder(latent_dim, n_features, width, n_layers, noise_std=noise_std)
         self.prior = make_prior(prior, latent_dim, prior_options)
-        self.latent_dim, self.anchor = latent_dim, anchor
+        self.latent_dim, self.anchor, self.center = latent_dim, anchor, center
         # per-variable weights of the training likelihood (set by the estimator's fit; not saved:
         # they only matter while training)
         self.register_buffer("variable_weight", torch.ones(n_features), persistent=False)
 
-    def encode(self, t, x, m):
-        """q(z0|x) and where z0 sits.
+    def encode(self, t, x, m) -> Posterior:
+        """q(z0|x), where z0 sits and the series' reference values.
 
-        t : (batch, time); x, m : (batch, time, features) ->
-        mu, sigma : (batch, latent_dim); t0 : (batch,) model time of z0
+        t : (batch, time); x, m : (batch, time, features) -> :class:`Posterior`
         """
         mu, sigma = self.encoder(t, x, m)
-        return mu, sigma, anchor_time(self.anchor, t, m)
+        return Posterior(mu, sigma, anchor_time(self.anchor, t, m), series_level(self.center, x, m))
 
-    def decode(self, z0, tq, t0, **solver):
-        """Predicted means at query times ``tq`` (batch, Q) from z0 (samples, batch, latent) at ``t0`` (batch,):
-        (samples, batch, Q, features)."""
-        return self.decoder(z0, tq - t0.unsqueeze(1), **solver)
+    def decode(self, z0, tq, t0, level=None, **solver):
+        """Predicted means at query times ``tq`` (batch, Q) from z0 (samples, batch, latent) at ``t0`` (batch,),
+        plus ``level`` (batch, features) if given: (samples, batch, Q, features)."""
+        xhat = self.decoder(z0, tq - t0.unsqueeze(1), **solver)
+        return xhat if level is None else xhat + level[None, :, None, :]
 
     def sample_z0(self, mu, sigma, n_samples: int, generator=None):
         """Reparameterised draws from q(z0|x): (samples, batch, latent_dim)."""
@@ -96,9 +138,9 @@ class LatentODE(nn.Module):
             ``mse`` of the sample-mean reconstruction (standardised units) and ``kl``.
         """
         solver = solver or {}
-        mu, sigma, t0 = self.encode(batch.t, batch.x * enc_mask, enc_mask)
+        mu, sigma, t0, level = self.encode(batch.t, batch.x * enc_mask, enc_mask)
         z0 = self.sample_z0(mu, sigma, n_samples, generator)
-        xhat = self.decode(z0, batch.t, t0, **solver)
+        xhat = self.decode(z0, batch.t, t0, level, **solver)
         scored = batch.m if loss_on == "all" else batch.m * (1 - enc_mask)
         scored = scored * self.variable_weight  # weights 1 unless the estimator set others
         ll = self.log_likelihood(xhat, batch.x, scored)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from latentode.encoders import ANCHORS, ENCODERS, SIGMA_MIN, last_observed_time
-from latentode.model import LatentODE
+from latentode.model import LatentODE, series_level
 
 
 def batch(gen, b=3, t=6, d=4):
@@ -94,7 +94,7 @@ def test_model_decode_at_the_anchor_is_the_readout_of_z0():
     torch.manual_seed(4)
     model = LatentODE(4, 3, encoder="odernn", encoder_dim=8, width=16, n_layers=2, anchor="last")
     t, x, m = batch(gen, b=2, t=5)
-    mu, sigma, t0 = model.encode(t, x, m)
+    mu, sigma, t0, _ = model.encode(t, x, m)
     torch.testing.assert_close(t0, last_observed_time(t, m))
     tq = torch.stack([torch.zeros(2), t0, t0 + 0.5], dim=1)
     with torch.no_grad():
@@ -103,3 +103,29 @@ def test_model_decode_at_the_anchor_is_the_readout_of_z0():
         assert not torch.allclose(out[:, 0], out[:, 1]) and not torch.allclose(out[:, 2], out[:, 1])
         origin = LatentODE(4, 3, encoder="odernn", encoder_dim=8, width=16, n_layers=2)
         assert torch.equal(origin.encode(t, x, m)[2], torch.zeros(2))
+
+
+def test_series_level_reads_only_observed_values():
+    x = torch.tensor([[[1.0, 5.0], [2.0, 7.0], [3.0, 9.0]]])   # (1 series, 3 steps, 2 variables)
+    m = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]]])   # variable 1 never observed; step 2 hidden
+    torch.testing.assert_close(series_level("last", x, m), torch.tensor([[2.0, 0.0]]))
+    torch.testing.assert_close(series_level("mean", x, m), torch.tensor([[1.5, 0.0]]))
+    torch.testing.assert_close(series_level(None, x, m), torch.zeros(1, 2))
+
+
+@pytest.mark.parametrize("center", [None, "last", "mean"])
+def test_center_adds_the_level_to_the_read_out(center):
+    gen = torch.Generator().manual_seed(5)
+    torch.manual_seed(5)
+    model = LatentODE(4, 3, encoder="odernn", encoder_dim=8, width=16, n_layers=2, center=center)
+    t, x, m = batch(gen, b=2, t=5)
+    post = model.encode(t, x, m)
+    torch.testing.assert_close(post.level, series_level(center, x, m))
+    # values the encoder does not see change neither z0 nor the level
+    hidden = model.encode(t, x + 50.0 * (1 - m), m)
+    torch.testing.assert_close(hidden.level, post.level)
+    tq = torch.stack([torch.zeros(2), torch.full((2,), 0.7)], dim=1)
+    with torch.no_grad():
+        plain = model.decode(post.mu.unsqueeze(0), tq, post.t0, method="rk4")
+        shifted = model.decode(post.mu.unsqueeze(0), tq, post.t0, post.level, method="rk4")
+    torch.testing.assert_close(shifted, plain + post.level[None, :, None, :])

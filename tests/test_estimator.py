@@ -147,6 +147,8 @@ def test_save_load_and_pickle_give_identical_predictions(fitted, synth, tmp_path
     (dict(adjoint="yes"), TypeError, "adjoint"),
     (dict(loss_on="visible"), ValueError, "loss_on='visible'"),
     (dict(anchor="end"), ValueError, "anchor='end'"),
+    (dict(center="median"), ValueError, "center='median'"),
+    (dict(center=1), ValueError, "center=1"),
     (dict(lr_decay=1.5), ValueError, "lr_decay"),
     (dict(lr_decay=0.0), ValueError, "lr_decay"),
     (dict(loss_on="hidden", mask_fraction=0, forecast_fraction=0), ValueError, "loss_on='hidden'"),
@@ -191,7 +193,7 @@ def test_extra_columns_are_ignored_and_kept_by_impute(fitted, synth):
 
 @pytest.mark.parametrize("params", [dict(n_samples=3), dict(encoder="gru"), dict(adjoint=False, method="rk4"),
                                     dict(loss_on="hidden", mask_fraction=0, forecast_fraction=1),
-                                    dict(anchor="last"), dict(anchor="last", encoder="gru"),
+                                    dict(anchor="last"), dict(anchor="last", encoder="gru"), dict(center="mean"),
                                     dict(prior="cnf", n_samples=2, prior_options={"hidden_dim": 8})])
 def test_other_configurations_fit(synth, params):
     df = synth[0]
@@ -335,3 +337,21 @@ def test_an_empty_earliest_row_sets_the_window_start(fitted, synth):
     assert not np.allclose(earlier[VARS].to_numpy(), base[VARS].to_numpy())
     later = ctx.groupby("id")["time"].max().to_numpy() + pd.Timedelta(hours=1)
     pd.testing.assert_frame_equal(fitted.predict(with_rows(later), times=query), base)
+
+
+def test_center_last_adds_each_series_last_value_and_round_trips(synth, tmp_path):
+    df = synth[0]
+    est = LatentODERegressor(**dict(TINY, max_epochs=1, anchor="last", center="last")).fit(df)
+    query = pd.DataFrame({"id": df["id"].unique()[:3]}).merge(
+        pd.DataFrame({"time": pd.date_range("2024-01-05", periods=3, freq="9h")}), how="cross")
+    pred = est.predict(df, times=query)
+    est.save(tmp_path / "m")
+    loaded = LatentODERegressor.load(tmp_path / "m")
+    assert loaded.center == "last"
+    pd.testing.assert_frame_equal(loaded.predict(df, times=query), pred)
+    # the same weights without the centring: the difference is each series' last value minus the training mean
+    est.module_.center = None
+    plain = est.predict(df, times=query)
+    last = df.sort_values("time").groupby("id")[VARS].last()     # last non-NaN value per series and variable
+    expected = last.loc[query["id"]].to_numpy() - est.scaling_.mean
+    np.testing.assert_allclose(pred[VARS].to_numpy() - plain[VARS].to_numpy(), expected, rtol=1e-4, atol=1e-4)
