@@ -469,6 +469,9 @@ class LatentODERegressor(BaseEstimator):
     def sample_prior(self, times, *, n_samples=10, noise=True, random_state=None):
         """Generate new trajectories: z0 from the prior, decoded at ``times``.
 
+        There is no series to center on, so with ``center="last"`` or ``"mean"`` the draws are
+        changes around the training mean of each variable.
+
         Parameters
         ----------
         times : 1-D sequence of times (the fitted kind)
