@@ -42,6 +42,12 @@ def test_masked_errors_hand_computed():
     assert out["mse_pooled"] == pytest.approx(6 / 4)
     assert out["n_values"] == 4
     assert math.isnan(H.masked_errors(truth.iloc[[1]][["a"]], pred.iloc[[1]][["a"]], ["a"])["mse"])
+    # per series (Rubanova et al.'s averaging): series x = rows 0, 1; y = rows 2, 3
+    # x: a 1 (one value), b 1 -> (1 + 1) / 2 = 1; y: a (4 + 0) / 2 = 2, b nothing -> 0 -> (2 + 0) / 2 = 1
+    out = H.masked_errors(truth, pred, ["a", "b"], groups=["x", "x", "y", "y"])
+    assert out["mse_per_series"] == pytest.approx(1.0)
+    out = H.masked_errors(truth, pred.assign(a=[1.0, 0, 3.0, 0.0]), ["a", "b"], groups=["x", "x", "y", "y"])
+    assert out["mse_per_series"] == pytest.approx((0 + 1) / 2 / 2)
 
 
 def test_interp_frames_take_half_of_each_stay():
