@@ -224,13 +224,16 @@ def make_model(name: str, params: dict, seed: int, id_col="RecordID", time_col="
 
 
 def run_one(name: str, train: pd.DataFrame, cases: dict, cols, params: dict, seed: int, id_col="RecordID",
-            time_col="Time") -> dict:
+            time_col="Time", valid: pd.DataFrame | None = None) -> dict:
     """Fit ``name`` on ``train`` (not for the baselines) and score it on every case.
 
     Parameters
     ----------
     cases : dict name -> (context, targets)
         Each scored with :func:`masked_errors` on the targets' observed entries.
+    valid : DataFrame or None
+        Validation series for the latent ODE (``fit(validation_data=...)``): the weights of
+        its best validation epoch are kept. Other models ignore it.
 
     Returns
     -------
@@ -251,7 +254,12 @@ def run_one(name: str, train: pd.DataFrame, cases: dict, cols, params: dict, see
     else:
         # the models need every variable observed in training (only tiny subsets lack some)
         fitted = [c for c in cols if train[c].notna().any()]
-        model = make_model(name, params, seed, id_col, time_col).fit(train[[id_col, time_col, *fitted]])
+        model = make_model(name, params, seed, id_col, time_col)
+        keep = [id_col, time_col, *fitted]
+        if valid is not None and isinstance(model, LatentODERegressor):
+            model.fit(train[keep], validation_data=valid[keep])
+        else:
+            model.fit(train[keep])
         hist = model.history_
         out.update(fit_seconds=time.perf_counter() - t0, fit_cpu_seconds=time.process_time() - c0,
                    epochs=len(hist), seconds_per_epoch=float(np.mean([h["train_seconds"] for h in hist])),

@@ -323,11 +323,14 @@ def validate_frame(df, id_col=None, time_col=None, value_cols=None, time_kind: T
         raise TypeError(f"{name} must be a pandas DataFrame in long format, got {type(df).__name__}.")
     if len(df) == 0:
         raise ValueError(f"{name} has no rows.")
-    cols = resolve_columns(df, id_col, time_col, value_cols)
+    try:
+        cols = resolve_columns(df, id_col, time_col, value_cols)
+        vals = value_matrix(df, cols.values)
+    except (TypeError, ValueError) as err:  # say which argument the columns belong to
+        raise type(err)(f"{name}: {err}") from None
     tser = df[cols.time]
     kind = time_kind or TimeKind.of(tser, f"time column {cols.time!r}")
     t = kind.to_float(tser, f"time column {cols.time!r} of {name}")
-    vals = value_matrix(df, cols.values)
     codes, uniques = series_codes(df, cols.id)
     time, merged, offsets, row_point = group_points(codes, t, vals, len(uniques))
     origin = time[offsets[:-1]]

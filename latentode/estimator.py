@@ -268,7 +268,7 @@ class LatentODERegressor(BaseEstimator):
         return np.where(count > 0, count.sum() / (len(names) * np.maximum(count, 1)), 1.0)
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, *, validation_data=None):
         """Fit on a long frame.
 
         Parameters
@@ -278,6 +278,10 @@ class LatentODERegressor(BaseEstimator):
             not measured). Rows in any order; repeated (id, time) rows are averaged.
         y : None
             Ignored (the targets are the observed values).
+        validation_data : pandas.DataFrame or None
+            Series of your own for early stopping and for choosing the weights to keep
+            (same columns as ``X``; a benchmark's validation split, say). Every series of
+            ``X`` is then trained on and ``validation_fraction`` is not used.
 
         Returns
         -------
@@ -298,10 +302,14 @@ class LatentODERegressor(BaseEstimator):
         seed = int(rs.randint(0, 2**31 - 1))
         rng = np.random.default_rng(seed)
         n = series.n_series
-        n_valid = int(round(self.validation_fraction * n)) if n > 1 else 0
-        perm = rng.permutation(n)
-        valid = series.subset(np.sort(perm[:n_valid])) if n_valid else None
-        train = series.subset(np.sort(perm[n_valid:])) if n_valid else series
+        if validation_data is not None:
+            valid = self._validate(validation_data, "validation_data").series.observed_only()
+            train = series
+        else:
+            n_valid = int(round(self.validation_fraction * n)) if n > 1 else 0
+            perm = rng.permutation(n)
+            valid = series.subset(np.sort(perm[:n_valid])) if n_valid else None
+            train = series.subset(np.sort(perm[n_valid:])) if n_valid else series
 
         cuda = [self.device_.index or 0] if self.device_.type == "cuda" else []
         # the global torch RNG (initialisation, Hutchinson noise of a CNF prior) is seeded here and the

@@ -81,6 +81,11 @@ def test_physionet_forecast_end_to_end(tmp_path):
     assert all(np.isfinite(r["test"]["mse"]) for r in res["runs"])
     assert res["runs"][2]["epochs"] == 1 and res["runs"][2]["peak_rss_mb"] > 0
     assert "| odernn |" in res["table"] and (tmp_path / "physionet_forecast.json").is_file()
+    # --select-on-valid: the latent ODE is scored on the validation stays every epoch
+    sel = mod.main(data_dir=DATA, epochs=2, seeds=(0,), models=("odernn",), out_dir=tmp_path, select_on_valid=True,
+                   **TINY)
+    assert sel["settings"]["select_on_valid"] and sel["settings"]["params"]["patience"] is None
+    assert np.isfinite(sel["runs"][0]["test"]["mse"]) and sel["runs"][0]["epochs"] == 2
 
 
 def test_physionet_interp_end_to_end(tmp_path):
@@ -110,10 +115,10 @@ def test_model_options_from_the_command_line():
     assert H.model_options(parser.parse_args([])) == {}
     args = parser.parse_args(["--noise-std", "0.01", "--adjoint", "false", "--mask-fraction", "0",
                               "--forecast-fraction", "1", "--anchor", "last", "--loss-on", "hidden", "--lr", "0.003",
-                              "--lr-decay", "0.999", "--variable-weight", "balanced"])
+                              "--lr-decay", "0.999", "--variable-weight", "balanced", "--center", "last"])
     assert H.model_options(args) == {"noise_std": 0.01, "adjoint": False, "mask_fraction": 0.0,
                                      "forecast_fraction": 1.0, "anchor": "last", "loss_on": "hidden", "lr": 0.003,
-                                     "lr_decay": 0.999, "variable_weight": "balanced"}
+                                     "lr_decay": 0.999, "variable_weight": "balanced", "center": "last"}
     with pytest.raises(SystemExit):
         parser.parse_args(["--adjoint", "maybe"])
 

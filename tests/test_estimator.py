@@ -355,3 +355,26 @@ def test_center_last_adds_each_series_last_value_and_round_trips(synth, tmp_path
     last = df.sort_values("time").groupby("id")[VARS].last()     # last non-NaN value per series and variable
     expected = last.loc[query["id"]].to_numpy() - est.scaling_.mean
     np.testing.assert_allclose(pred[VARS].to_numpy() - plain[VARS].to_numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_validation_data_selects_the_weights_and_is_checked(synth):
+    df = synth[0]
+    ids = df["id"].unique()
+    train, valid = df[~df["id"].isin(ids[:4])], df[df["id"].isin(ids[:4])]
+    before = valid.copy()
+    est = LatentODERegressor(**dict(TINY, max_epochs=3, kl_warmup=0, patience=None)).fit(train, validation_data=valid)
+    pd.testing.assert_frame_equal(valid, before)
+    v = [h["valid_mse"] for h in est.history_]
+    assert len(v) == 3 and np.isfinite(v).all()
+    # every training series is trained on: the fit differs from one holding out a fraction
+    held = LatentODERegressor(**dict(TINY, max_epochs=3, kl_warmup=0, patience=None)).fit(train)
+    assert not np.allclose(est.predict(train)[VARS], held.predict(train)[VARS])
+    # the weights kept are those of the best validation epoch: scoring them on valid gives its minimum
+    from latentode._training import evaluate_mse
+    best = evaluate_mse(est.module_, est._validate(valid).series.observed_only(), est.scaling_, est.batch_size,
+                        est._solver(), est.device_)
+    assert best == pytest.approx(min(v), rel=1e-4)
+    with pytest.raises(ValueError, match="validation_data"):
+        LatentODERegressor(**dict(TINY, max_epochs=1)).fit(train, validation_data=valid.drop(columns=[VARS[0]]))
+    with pytest.raises(TypeError, match="validation_data"):
+        LatentODERegressor(**dict(TINY, max_epochs=1)).fit(train, validation_data=valid.to_numpy())
