@@ -123,9 +123,10 @@ class ODERNNEncoder(nn.Module):
         seen = m.amax(dim=-1, keepdim=True) > 0  # (batch, time, 1)
         h = x.new_zeros(x.shape[0], self.hidden_dim)
         n_t = t.shape[1]
+        # stop the clock at the last observed step: later steps (hidden for forecasting, or padding)
+        # add nothing, so a context cut at its last observation encodes as it did in training
+        tc = torch.minimum(t, last_observed_time(t, m).unsqueeze(1))
         if self.anchor == "last":
-            # stop the clock at the last observed step: later (hidden or padded) steps add nothing
-            tc = torch.minimum(t, last_observed_time(t, m).unsqueeze(1))
             for j in range(n_t):
                 if j > 0:
                     h = self._evolve(h, (tc[:, j] - tc[:, j - 1]).unsqueeze(-1))
@@ -133,8 +134,8 @@ class ODERNNEncoder(nn.Module):
             return self.posterior(h)
         for j in range(n_t - 1, -1, -1):
             h = torch.where(seen[:, j], self.gru(inp[:, j], h), h)
-            prev = t[:, j - 1] if j > 0 else torch.zeros_like(t[:, 0])
-            h = self._evolve(h, (prev - t[:, j]).unsqueeze(-1))
+            prev = tc[:, j - 1] if j > 0 else torch.zeros_like(tc[:, 0])
+            h = self._evolve(h, (prev - tc[:, j]).unsqueeze(-1))
         return self.posterior(h)
 
 
@@ -166,8 +167,10 @@ class GRUEncoder(nn.Module):
                 h = torch.where(seen[:, j], self.gru(step_in, h), h)
                 prev = torch.where(seen[:, j], t[:, j:j + 1], prev)
             return self.posterior(h)
-        # gap from each step to the later step already consumed (0 for the last one)
-        gap = torch.cat([t[:, 1:] - t[:, :-1], torch.zeros_like(t[:, :1])], dim=1).unsqueeze(-1)
+        # gap from each step to the later step already consumed (0 for the last one); the clock stops
+        # at the last observed step, so later empty steps add nothing (as in the ODE-RNN)
+        tc = torch.minimum(t, last_observed_time(t, m).unsqueeze(1))
+        gap = torch.cat([tc[:, 1:] - tc[:, :-1], torch.zeros_like(tc[:, :1])], dim=1).unsqueeze(-1)
         inp = torch.cat([x * m, m, gap], dim=-1)
         h = x.new_zeros(x.shape[0], self.hidden_dim)
         acc = torch.zeros_like(gap[:, 0])  # time since the last consumed observation

@@ -87,6 +87,27 @@ def test_last_anchor_ignores_later_empty_steps_and_reads_forwards(name):
         assert not torch.allclose(enc(t, x3, m)[0], mu)
 
 
+@pytest.mark.parametrize("anchor", ANCHORS)
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_trailing_empty_steps_change_nothing(name, anchor):
+    """Steps after the last observation (a forecasting cut in training) must not reach z0: at
+    prediction time the context simply ends at its last observation."""
+    gen = torch.Generator().manual_seed(6)
+    torch.manual_seed(6)
+    enc = ENCODERS[name](4, 3, hidden_dim=8, width=16, n_layers=2, anchor=anchor)
+    t, x, m = batch(gen, b=2, t=5)
+    m[:, -1] = 1.0
+    x = x * m
+    mu, sigma = enc(t, x, m)
+    later = t[:, -1:] + torch.tensor([[0.4, 1.7]])
+    t2 = torch.cat([t, later], 1)
+    x2 = torch.cat([x, torch.zeros(2, 2, 4)], 1)
+    m2 = torch.cat([m, torch.zeros(2, 2, 4)], 1)
+    mu2, sigma2 = enc(t2, x2, m2)
+    torch.testing.assert_close(mu2, mu, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(sigma2, sigma, rtol=1e-5, atol=1e-6)
+
+
 def test_model_decode_at_the_anchor_is_the_readout_of_z0():
     """decode() measures query times from each series' anchor: at t0 itself it returns readout(z0),
     for queries before and after it it solves backwards and forwards."""
