@@ -43,6 +43,15 @@ def last_observed_time(t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return torch.where(seen, t, torch.zeros_like(t)).amax(dim=1)
 
 
+def stopped_clock(t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """(batch, time) model times with the clock stopped at each series' last observed step.
+
+    Later steps (hidden for forecasting, or padding) then add no time, so a context that ends at its
+    last observation encodes as it did in training.
+    """
+    return torch.minimum(t, last_observed_time(t, m).unsqueeze(1))
+
+
 def anchor_time(anchor: str, t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """(batch,) model time at which the encoder places z0 for ``anchor``."""
     if anchor == "origin":
@@ -123,9 +132,7 @@ class ODERNNEncoder(nn.Module):
         seen = m.amax(dim=-1, keepdim=True) > 0  # (batch, time, 1)
         h = x.new_zeros(x.shape[0], self.hidden_dim)
         n_t = t.shape[1]
-        # stop the clock at the last observed step: later steps (hidden for forecasting, or padding)
-        # add nothing, so a context cut at its last observation encodes as it did in training
-        tc = torch.minimum(t, last_observed_time(t, m).unsqueeze(1))
+        tc = stopped_clock(t, m)
         if self.anchor == "last":
             for j in range(n_t):
                 if j > 0:
@@ -167,9 +174,8 @@ class GRUEncoder(nn.Module):
                 h = torch.where(seen[:, j], self.gru(step_in, h), h)
                 prev = torch.where(seen[:, j], t[:, j:j + 1], prev)
             return self.posterior(h)
-        # gap from each step to the later step already consumed (0 for the last one); the clock stops
-        # at the last observed step, so later empty steps add nothing (as in the ODE-RNN)
-        tc = torch.minimum(t, last_observed_time(t, m).unsqueeze(1))
+        # gap from each step to the later step already consumed (0 for the last one), on the stopped clock
+        tc = stopped_clock(t, m)
         gap = torch.cat([tc[:, 1:] - tc[:, :-1], torch.zeros_like(tc[:, :1])], dim=1).unsqueeze(-1)
         inp = torch.cat([x * m, m, gap], dim=-1)
         h = x.new_zeros(x.shape[0], self.hidden_dim)

@@ -166,7 +166,8 @@ class LatentODERegressor(BaseEstimator):
     def __init__(self, *, id_col=None, time_col=None, value_cols=None, encoder="odernn", latent_dim=20,
                  encoder_dim=40, width=50, n_layers=3, prior="normal", prior_options=None, method="dopri5",
                  rtol=1e-3, atol=1e-4, adjoint=True, max_num_steps=1000, noise_std=None, n_samples=1, kl_warmup=10,
-                 mask_fraction=0.2, forecast_fraction=0.5, loss_on="all", variable_weight=None, anchor="origin", center=None,
+                 mask_fraction=0.2, forecast_fraction=0.5, loss_on="all", variable_weight=None, anchor="origin",
+                 center=None,
                  max_epochs=100, batch_size=50, lr=1e-2, weight_decay=0.0, lr_decay=1.0, validation_fraction=0.1,
                  patience=30, device="auto", random_state=None, verbose=0):
         self.id_col = id_col
