@@ -264,7 +264,8 @@ def run_one(name: str, train: pd.DataFrame, cases: dict, cols, params: dict, see
         out.update(fit_seconds=time.perf_counter() - t0, fit_cpu_seconds=time.process_time() - c0,
                    epochs=len(hist), seconds_per_epoch=float(np.mean([h["train_seconds"] for h in hist])),
                    final_loss=float(hist[-1]["loss"]),
-                   history=[{k: h[k] for k in ("epoch", "loss", "mse", "kl", "train_seconds") if k in h} for h in hist])
+                   history=[{k: h[k] for k in ("epoch", "loss", "mse", "kl", "valid_mse", "grad_norm",
+                                                  "grad_norm_max", "lr", "train_seconds") if k in h} for h in hist])
 
         def predict(ctx, q):
             ctx = ctx[[id_col, time_col, *fitted]]
@@ -370,6 +371,7 @@ def add_model_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--loss-on", choices=["all", "hidden"], default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--lr-decay", type=float, default=None, help="per-step learning-rate decay (reference: 0.999)")
+    p.add_argument("--max-grad-norm", type=float, default=None, help="clip each step's gradient to this L2 norm")
     p.add_argument("--variable-weight", choices=["balanced"], default=None,
                    help="balanced: every variable weighs the same in the training likelihood")
     return p
@@ -382,7 +384,8 @@ def model_options(args: argparse.Namespace) -> dict:
         out["noise_std"] = args.noise_std
     if args.adjoint is not None:
         out["adjoint"] = args.adjoint == "true"
-    for key in ("mask_fraction", "forecast_fraction", "anchor", "center", "loss_on", "lr", "lr_decay", "variable_weight"):
+    for key in ("mask_fraction", "forecast_fraction", "anchor", "center", "loss_on", "lr", "lr_decay", "max_grad_norm",
+                "variable_weight"):
         if getattr(args, key) is not None:
             out[key] = getattr(args, key)
     return out

@@ -106,8 +106,11 @@ def train_step(model, optimizer, batch: Batch, est, kl_weight: float, generator,
             f"the training loss became {float(loss)}; lower lr (now {est.lr}) or tighten rtol/atol."
         )
     loss.backward()
+    clip = est.max_grad_norm if est.max_grad_norm is not None else float("inf")
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
     optimizer.step()
-    stats.update(loss=float(loss.detach()), nfe_forward=nfe_fwd, nfe_backward=dyn.nfe - nfe0 - nfe_fwd,
+    stats.update(loss=float(loss.detach()), grad_norm=grad_norm, nfe_forward=nfe_fwd,
+                 nfe_backward=dyn.nfe - nfe0 - nfe_fwd,
                  nfe_encoder=enc.nfe - enc0, nfe_prior=getattr(model.prior, "nfe", 0) - prior0)
     return stats
 
@@ -128,7 +131,7 @@ def run_epoch(model, optimizer, series: SeriesSet, scaling: Scaling, est, epoch:
     ``scheduler`` (optional) is stepped after every optimisation step."""
     order = rng.permutation(series.n_series)
     kl_weight = 1.0 if est.kl_warmup <= 0 else min(1.0, (epoch + 1) / est.kl_warmup)
-    totals, n_batches = {}, 0
+    totals, n_batches, grad_max = {}, 0, 0.0
     for start in range(0, len(order), est.batch_size):
         batch = collate(series, order[start:start + est.batch_size], scaling, device)
         stats = train_step(model, optimizer, batch, est, kl_weight, generator, solver)
@@ -136,8 +139,10 @@ def run_epoch(model, optimizer, series: SeriesSet, scaling: Scaling, est, epoch:
             scheduler.step()
         for k, v in stats.items():
             totals[k] = totals.get(k, 0.0) + v
+        grad_max = max(grad_max, stats["grad_norm"])
         n_batches += 1
     out = {k: v / n_batches for k, v in totals.items()}
+    out["grad_norm_max"] = grad_max
     for k in ("nfe_forward", "nfe_backward", "nfe_encoder", "nfe_prior"):
         out[k] = int(totals.get(k, 0))
     out["kl_weight"] = kl_weight

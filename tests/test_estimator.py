@@ -151,6 +151,8 @@ def test_save_load_and_pickle_give_identical_predictions(fitted, synth, tmp_path
     (dict(center=1), ValueError, "center=1"),
     (dict(lr_decay=1.5), ValueError, "lr_decay"),
     (dict(lr_decay=0.0), ValueError, "lr_decay"),
+    (dict(max_grad_norm=0.0), ValueError, "max_grad_norm"),
+    (dict(max_grad_norm="1"), TypeError, "max_grad_norm"),
     (dict(loss_on="hidden", mask_fraction=0, forecast_fraction=0), ValueError, "loss_on='hidden'"),
     (dict(prior_options=[1]), TypeError, "prior_options"),
     (dict(time_col="when"), ValueError, "time_col='when'"),
@@ -271,6 +273,40 @@ def test_lr_decay_per_step_down_to_a_tenth(synth):
     assert [h["lr"] for h in est.history_] == pytest.approx(expected)
     flat = LatentODERegressor(**dict(TINY, max_epochs=1, validation_fraction=0)).fit(df)
     assert flat.history_[0]["lr"] == pytest.approx(1e-2)
+
+
+def _norms_at_step(monkeypatch):
+    """Record the total gradient norm the optimiser sees at every step."""
+    import torch
+
+    seen, step = [], torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        seen.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    return seen
+
+
+def test_max_grad_norm_clips_every_step_and_history_records_the_norm(synth, monkeypatch):
+    df = synth[0]
+    seen = _norms_at_step(monkeypatch)
+    free = LatentODERegressor(**dict(TINY, max_epochs=2, validation_fraction=0, random_state=0)).fit(df)
+    n_steps = int(np.ceil(df["id"].nunique() / TINY["batch_size"]))
+    assert len(seen) == 2 * n_steps
+    for e, h in enumerate(free.history_):  # unclipped: the history holds the norms the optimiser used
+        epoch = seen[e * n_steps:(e + 1) * n_steps]
+        assert h["grad_norm"] == pytest.approx(np.mean(epoch), rel=1e-5)
+        assert h["grad_norm_max"] == pytest.approx(max(epoch), rel=1e-5)
+    seen.clear()
+    cap = 0.5 * min(h["grad_norm"] for h in free.history_)
+    clipped = LatentODERegressor(**dict(TINY, max_epochs=2, validation_fraction=0, random_state=0,
+                                        max_grad_norm=cap)).fit(df)
+    assert max(seen) <= cap * (1 + 1e-5)
+    assert clipped.history_[0]["grad_norm_max"] > cap  # the norm before clipping is what is recorded
+    assert not np.allclose(free.predict(df)["v1"], clipped.predict(df)["v1"])
 
 
 def test_variable_weight_balanced_dict_and_errors(synth):
