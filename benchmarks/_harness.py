@@ -366,7 +366,7 @@ def add_model_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--forecast-fraction", type=float, default=None)
     p.add_argument("--anchor", choices=["origin", "last"], default=None,
                    help="where z0 sits (the estimator's default: origin)")
-    p.add_argument("--center", choices=["last", "mean"], default=None,
+    p.add_argument("--center", choices=["last", "mean", "interp"], default=None,
                    help="per-series reference of the read-out (the estimator's default: none)")
     p.add_argument("--loss-on", choices=["all", "hidden"], default=None)
     p.add_argument("--lr", type=float, default=None)

@@ -117,7 +117,7 @@ if __name__ == "__main__":
     ap.add_argument("--max-epochs", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--plot", default="quickstart.png", help="output PNG ('' for none)")
-    ap.add_argument("--center", choices=["last", "mean"], default=None,
+    ap.add_argument("--center", choices=["last", "mean", "interp"], default=None,
                     help="the estimator's `center` (default: none)")
     a = ap.parse_args()
     main(a.n_series, a.max_epochs, a.seed, a.plot or False, center=a.center)

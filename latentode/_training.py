@@ -82,8 +82,8 @@ def evaluate_mse(model, series: SeriesSet, scaling: Scaling, batch_size: int, so
             idx = np.arange(start, min(start + batch_size, series.n_series))
             full = collate(series, idx, scaling, device)
             seen = collate(visible, idx, scaling, device)
-            mu, _, t0, level = model.encode(seen.t, seen.x, seen.m)
-            xhat = model.decode(mu.unsqueeze(0), full.t, t0, level, **solver)[0]
+            mu, _, t0, ref = model.encode(seen.t, seen.x, seen.m)
+            xhat = model.decode(mu.unsqueeze(0), full.t, t0, ref, **solver)[0]
             target = (full.m - seen.m) * model.variable_weight
             sq += float(((xhat - full.x).pow(2) * target).sum())
             n += float(target.sum())

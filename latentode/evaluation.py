@@ -93,9 +93,9 @@ def heldout_log_likelihood(est, X, n_samples=32, random_state=0, batch_size=None
             if not len(idx):
                 continue
             batch = collate(series, idx, scaling, device)
-            mu, sigma, t0, level = model.encode(batch.t, batch.x, batch.m)      # (b, latent), (b,), (b, features)
+            mu, sigma, t0, ref = model.encode(batch.t, batch.x, batch.m)        # (b, latent), (b,), Reference
             z0 = model.sample_z0(mu, sigma, n_samples, generator)               # (K, b, latent)
-            xhat = model.decode(z0, batch.t, t0, level, **solver)               # (K, b, time, features)
+            xhat = model.decode(z0, batch.t, t0, ref, **solver)                 # (K, b, time, features)
             log_lik = model.log_likelihood(xhat, batch.x, batch.m)              # (K, b)
             log_q = torch.distributions.Normal(mu, sigma).log_prob(z0).sum(-1)  # (K, b)
             log_p = model.prior.log_prob(z0)                                    # (K, b)

@@ -14,11 +14,11 @@ from .encoders import ENCODERS, anchor_time
 from .priors import make_prior
 
 LOG_2PI = math.log(2 * math.pi)
-CENTERS = ("last", "mean")
+CENTERS = ("last", "mean", "interp")
 
 
 def series_level(center, x, m):
-    """Per-series reference value of each variable, which the decoder's read-out is added to.
+    """Per-series constant reference value of each variable.
 
     x, m : (batch, time, features) standardised values and mask -> (batch, features).
     ``center=None``: zeros (the training mean; Rubanova et al.). "last": the series' last
@@ -35,6 +35,63 @@ def series_level(center, x, m):
     return torch.where(last >= 0, value, torch.zeros_like(value))
 
 
+def interpolate_observed(t, x, m, tq):
+    """Each variable's observed values, linearly interpolated in time at ``tq``.
+
+    Before a variable's first and after its last observation the nearest observed value
+    is carried (so past the end this is last-value-carried-forward); a variable the
+    series never observed gives 0.
+
+    t : (batch, time), non-decreasing per row; x, m : (batch, time, features);
+    tq : (batch, Q) -> (batch, Q, features)
+    """
+    b, n_t, n_f = x.shape
+    n_q = tq.shape[1]
+    steps = torch.arange(n_t, device=x.device).view(1, -1, 1).expand(b, n_t, n_f)
+    observed = m > 0
+    prev = torch.where(observed, steps, -1).cummax(dim=1).values                  # last observed step <= j
+    nxt = torch.where(observed, steps, n_t).flip(1).cummin(dim=1).values.flip(1)  # first observed step >= j
+    j = torch.searchsorted(t.contiguous(), tq.contiguous(), right=True) - 1      # (b, Q): last step with t_j <= tq
+    at_j = j.clamp_min(0).unsqueeze(-1).expand(b, n_q, n_f)
+    after_j = (j + 1).clamp_max(n_t - 1).unsqueeze(-1).expand(b, n_q, n_f)
+    p = torch.where((j >= 0).unsqueeze(-1), prev.gather(1, at_j), -1)              # (b, Q, features)
+    n = torch.where((j + 1 < n_t).unsqueeze(-1), nxt.gather(1, after_j), n_t)
+    has_p, has_n = p >= 0, n < n_t
+    p, n = p.clamp(0, n_t - 1), n.clamp(0, n_t - 1)
+    tt = t.unsqueeze(-1).expand(b, n_t, n_f)
+    tp, tn = tt.gather(1, p), tt.gather(1, n)
+    xp, xn = x.gather(1, p), x.gather(1, n)
+    gap = tn - tp
+    w = torch.where(gap > 0, (tq.unsqueeze(-1) - tp) / torch.where(gap > 0, gap, 1.0), 0.0).clamp(0.0, 1.0)
+    both = xp + w * (xn - xp)
+    return torch.where(has_p & has_n, both, torch.where(has_p, xp, torch.where(has_n, xn, torch.zeros_like(xp))))
+
+
+class Reference(NamedTuple):
+    """What the decoder's read-out of a batch of series is relative to (the ``center``).
+
+    Built from the values the encoder saw, so nothing hidden from it leaks.
+
+    Attributes
+    ----------
+    center : {None, "last", "mean", "interp"}
+    t : Tensor, shape (batch, time)
+    x, m : Tensor, shape (batch, time, features)
+        The encoder's input (standardised values and mask).
+    """
+
+    center: str | None
+    t: torch.Tensor
+    x: torch.Tensor
+    m: torch.Tensor
+
+    def at(self, tq):
+        """Reference values at query times ``tq`` (batch, Q): (batch, Q, features)."""
+        if self.center == "interp":
+            return interpolate_observed(self.t, self.x, self.m, tq)
+        return series_level(self.center, self.x, self.m).unsqueeze(1).expand(-1, tq.shape[1], -1)
+
+
 class Posterior(NamedTuple):
     """What the encoder gives for a batch of series.
 
@@ -44,14 +101,14 @@ class Posterior(NamedTuple):
         q(z0|x).
     t0 : Tensor, shape (batch,)
         Model time at which z0 sits.
-    level : Tensor, shape (batch, features)
-        Per-series reference values added to the decoded read-out (:func:`series_level`).
+    reference : Reference
+        What the decoded read-out is added to (:meth:`Reference.at`).
     """
 
     mu: torch.Tensor
     sigma: torch.Tensor
     t0: torch.Tensor
-    level: torch.Tensor
+    reference: Reference
 
 
 class LatentODE(nn.Module):
@@ -74,8 +131,8 @@ class LatentODE(nn.Module):
     anchor : {"origin", "last"}
         Where z0 sits: the window origin (Rubanova et al.) or each series' last observed
         step (see :mod:`latentode.encoders`).
-    center : {None, "last", "mean"}
-        Per-series reference the read-out is relative to (:func:`series_level`).
+    center : {None, "last", "mean", "interp"}
+        Per-series reference the read-out is relative to (:class:`Reference`).
     """
 
     def __init__(self, n_features: int, latent_dim: int, encoder: str = "odernn", encoder_dim: int = 40,
@@ -98,13 +155,13 @@ class LatentODE(nn.Module):
         t : (batch, time); x, m : (batch, time, features) -> :class:`Posterior`
         """
         mu, sigma = self.encoder(t, x, m)
-        return Posterior(mu, sigma, anchor_time(self.anchor, t, m), series_level(self.center, x, m))
+        return Posterior(mu, sigma, anchor_time(self.anchor, t, m), Reference(self.center, t, x, m))
 
-    def decode(self, z0, tq, t0, level=None, **solver):
+    def decode(self, z0, tq, t0, reference=None, **solver):
         """Predicted means at query times ``tq`` (batch, Q) from z0 (samples, batch, latent) at ``t0`` (batch,),
-        plus ``level`` (batch, features) if given: (samples, batch, Q, features)."""
+        plus ``reference.at(tq)`` if given: (samples, batch, Q, features)."""
         xhat = self.decoder(z0, tq - t0.unsqueeze(1), **solver)
-        return xhat if level is None else xhat + level[None, :, None, :]
+        return xhat if reference is None else xhat + reference.at(tq).unsqueeze(0)
 
     def sample_z0(self, mu, sigma, n_samples: int, generator=None):
         """Reparameterised draws from q(z0|x): (samples, batch, latent_dim)."""
@@ -138,9 +195,9 @@ class LatentODE(nn.Module):
             ``mse`` of the sample-mean reconstruction (standardised units) and ``kl``.
         """
         solver = solver or {}
-        mu, sigma, t0, level = self.encode(batch.t, batch.x * enc_mask, enc_mask)
+        mu, sigma, t0, reference = self.encode(batch.t, batch.x * enc_mask, enc_mask)
         z0 = self.sample_z0(mu, sigma, n_samples, generator)
-        xhat = self.decode(z0, batch.t, t0, level, **solver)
+        xhat = self.decode(z0, batch.t, t0, reference, **solver)
         scored = batch.m if loss_on == "all" else batch.m * (1 - enc_mask)
         scored = scored * self.variable_weight  # weights 1 unless the estimator set others
         ll = self.log_likelihood(xhat, batch.x, scored)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from latentode.encoders import ANCHORS, ENCODERS, SIGMA_MIN, last_observed_time
-from latentode.model import LatentODE, series_level
+from latentode.model import LatentODE, interpolate_observed, series_level
 
 
 def batch(gen, b=3, t=6, d=4):
@@ -134,19 +134,39 @@ def test_series_level_reads_only_observed_values():
     torch.testing.assert_close(series_level(None, x, m), torch.zeros(1, 2))
 
 
-@pytest.mark.parametrize("center", [None, "last", "mean"])
-def test_center_adds_the_level_to_the_read_out(center):
+def test_interpolate_observed_by_hand():
+    t = torch.tensor([[0.0, 1.0, 2.0, 4.0, 4.0]])                          # last step: padding
+    x = torch.tensor([[[1.0, 0.0, 5.0], [9.0, 0.0, 0.0], [3.0, 2.0, 0.0], [5.0, 4.0, 0.0], [0.0, 0.0, 0.0]]])
+    m = torch.tensor([[[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]]])
+    tq = torch.tensor([[-1.0, 0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 7.0]])
+    out = interpolate_observed(t, x, m, tq)
+    # variable 0: observed at 0, 2, 4 (the 9.0 at t=1 is hidden); variable 1: at 2, 4; variable 2: only at 0
+    expected = torch.tensor([[[1.0, 2.0, 5.0], [1.0, 2.0, 5.0], [1.5, 2.0, 5.0], [2.0, 2.0, 5.0], [3.0, 2.0, 5.0],
+                              [4.0, 3.0, 5.0], [5.0, 4.0, 5.0], [5.0, 4.0, 5.0]]])
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(interpolate_observed(t, x, torch.zeros_like(m), tq), torch.zeros(1, 8, 3))
+
+
+@pytest.mark.parametrize("center", [None, "last", "mean", "interp"])
+def test_center_adds_the_reference_to_the_read_out(center):
     gen = torch.Generator().manual_seed(5)
     torch.manual_seed(5)
     model = LatentODE(4, 3, encoder="odernn", encoder_dim=8, width=16, n_layers=2, center=center)
     t, x, m = batch(gen, b=2, t=5)
     post = model.encode(t, x, m)
-    torch.testing.assert_close(post.level, series_level(center, x, m))
-    # values the encoder does not see change neither z0 nor the level
+    tq = torch.stack([torch.zeros(2), torch.full((2,), 0.7), t[:, -1] + 1.0], dim=1)
+    ref = post.reference.at(tq)
+    assert ref.shape == (2, 3, 4)
+    if center == "interp":
+        torch.testing.assert_close(ref, interpolate_observed(t, x, m, tq))
+        torch.testing.assert_close(ref[:, -1], series_level("last", x, m))  # past the end: the last value
+    else:
+        torch.testing.assert_close(ref, series_level(center, x, m).unsqueeze(1).expand(-1, 3, -1))
+    # values the encoder does not see change neither z0 nor the reference
     hidden = model.encode(t, x + 50.0 * (1 - m), m)
-    torch.testing.assert_close(hidden.level, post.level)
-    tq = torch.stack([torch.zeros(2), torch.full((2,), 0.7)], dim=1)
+    torch.testing.assert_close(hidden.reference.at(tq), ref)
+    torch.testing.assert_close(hidden.mu, post.mu)
     with torch.no_grad():
         plain = model.decode(post.mu.unsqueeze(0), tq, post.t0, method="rk4")
-        shifted = model.decode(post.mu.unsqueeze(0), tq, post.t0, post.level, method="rk4")
-    torch.testing.assert_close(shifted, plain + post.level[None, :, None, :])
+        shifted = model.decode(post.mu.unsqueeze(0), tq, post.t0, post.reference, method="rk4")
+    torch.testing.assert_close(shifted, plain + ref.unsqueeze(0))

@@ -393,6 +393,25 @@ def test_center_last_adds_each_series_last_value_and_round_trips(synth, tmp_path
     np.testing.assert_allclose(pred[VARS].to_numpy() - plain[VARS].to_numpy(), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_center_interp_adds_the_linear_interpolation_of_each_series(synth, tmp_path):
+    df = synth[0]
+    est = LatentODERegressor(**dict(TINY, max_epochs=1, center="interp")).fit(df)
+    ids = df["id"].unique()[:4]
+    ctx = df[df["id"].isin(ids)]
+    query = ctx[["id", "time"]]
+    pred = est.predict(ctx, times=query)
+    est.save(tmp_path / "m")
+    pd.testing.assert_frame_equal(LatentODERegressor.load(tmp_path / "m").predict(ctx, times=query), pred)
+    est.module_.center = None
+    plain = est.predict(ctx, times=query)
+    # pandas' own time interpolation, the nearest value carried outside each variable's observed span
+    parts = [g.set_index("time")[VARS].interpolate(method="time").ffill().bfill().assign(id=key).reset_index()
+             for key, g in ctx.sort_values("time").groupby("id")]
+    interp = query.merge(pd.concat(parts), on=["id", "time"], how="left")
+    expected = interp[VARS].to_numpy() - est.scaling_.mean
+    np.testing.assert_allclose(pred[VARS].to_numpy() - plain[VARS].to_numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
 def test_validation_data_selects_the_weights_and_is_checked(synth):
     df = synth[0]
     ids = df["id"].unique()
