@@ -335,8 +335,11 @@ def parse_list(text: str, cast=str) -> list:
 
 
 def table_from_json(path, case="test", keys=("mse", "mae"), task=None) -> str:
-    """The markdown table of a (possibly partial) result file, e.g. of a run stopped early."""
-    runs = json.loads(Path(path).read_text())["runs"]
+    """The markdown table of a (possibly partial) result file, e.g. of a run stopped early.
+
+    ``path`` may list several files separated by commas (seeds run as separate processes):
+    their runs are summarised together."""
+    runs = [r for p in str(path).split(",") if p for r in json.loads(Path(p).read_text())["runs"]]
     if task is not None:
         runs = [r for r in runs if r.get("task") == task]
     return markdown_table(summarise(runs, case, keys), keys)
@@ -391,7 +394,7 @@ def model_options(args: argparse.Namespace) -> dict:
     return out
 
 
-if __name__ == "__main__":  # python benchmarks/_harness.py RESULT.json [case] [key,key] [task]
+if __name__ == "__main__":  # python benchmarks/_harness.py RESULT.json[,RESULT.json...] [case] [key,key] [task]
     import sys
 
     args = sys.argv[1:]

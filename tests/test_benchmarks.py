@@ -86,6 +86,12 @@ def test_physionet_forecast_end_to_end(tmp_path):
                    **TINY)
     assert sel["settings"]["select_on_valid"] and sel["settings"]["params"]["patience"] is None
     assert np.isfinite(sel["runs"][0]["test"]["mse"]) and sel["runs"][0]["epochs"] == 2
+    assert all(np.isfinite(h["grad_norm"]) and np.isfinite(h["valid_mse"]) for h in sel["runs"][0]["history"])
+    # seeds run as separate processes are summarised together
+    other = mod.main(data_dir=DATA, epochs=1, seeds=(1,), models=("odernn",), out_dir=tmp_path, name="seed1", **TINY)
+    both = H.table_from_json(f"{tmp_path / 'physionet_forecast.json'},{tmp_path / 'seed1.json'}")
+    mses = [sel["runs"][0]["test"]["mse"], other["runs"][0]["test"]["mse"]]
+    assert f"| odernn | 2 | {np.mean(mses):.4e} ± {np.std(mses, ddof=1):.1e} |" in both
 
 
 def test_physionet_interp_end_to_end(tmp_path):
@@ -115,10 +121,12 @@ def test_model_options_from_the_command_line():
     assert H.model_options(parser.parse_args([])) == {}
     args = parser.parse_args(["--noise-std", "0.01", "--adjoint", "false", "--mask-fraction", "0",
                               "--forecast-fraction", "1", "--anchor", "last", "--loss-on", "hidden", "--lr", "0.003",
-                              "--lr-decay", "0.999", "--variable-weight", "balanced", "--center", "last"])
+                              "--lr-decay", "0.999", "--variable-weight", "balanced", "--center", "last",
+                              "--max-grad-norm", "500"])
     assert H.model_options(args) == {"noise_std": 0.01, "adjoint": False, "mask_fraction": 0.0,
                                      "forecast_fraction": 1.0, "anchor": "last", "loss_on": "hidden", "lr": 0.003,
-                                     "lr_decay": 0.999, "variable_weight": "balanced", "center": "last"}
+                                     "lr_decay": 0.999, "variable_weight": "balanced", "center": "last",
+                                     "max_grad_norm": 500.0}
     with pytest.raises(SystemExit):
         parser.parse_args(["--adjoint", "maybe"])
 
