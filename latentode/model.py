@@ -161,7 +161,9 @@ class LatentODE(nn.Module):
         """Predicted means at query times ``tq`` (batch, Q) from z0 (samples, batch, latent) at ``t0`` (batch,),
         plus ``reference.at(tq)`` if given: (samples, batch, Q, features)."""
         xhat = self.decoder(z0, tq - t0.unsqueeze(1), **solver)
-        return xhat if reference is None else xhat + reference.at(tq).unsqueeze(0)
+        if reference is None or reference.center is None:  # the training mean: nothing to add
+            return xhat
+        return xhat + reference.at(tq).unsqueeze(0)
 
     def sample_z0(self, mu, sigma, n_samples: int, generator=None):
         """Reparameterised draws from q(z0|x): (samples, batch, latent_dim)."""
