@@ -31,3 +31,37 @@ def resolve_device(device) -> torch.device:
         return torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"device={device!r} is not 'auto' or a torch device such as 'cpu' or 'cuda'.") from err
+
+
+def resolve_threads(n_threads, device) -> int | None:
+    """The torch thread count for the estimator's own work (None: leave torch's setting).
+
+    "auto": 1 on CPU (the matrices of a latent ODE are small: a second thread mostly
+    spins, and slows everything down when the cores are shared; BENCHMARKS.md), torch's
+    own setting on CUDA.
+    """
+    if n_threads == "auto":
+        return 1 if device.type == "cpu" else None
+    if n_threads is None:
+        return None
+    check_number("n_threads", n_threads, low=1, integer=True)
+    return int(n_threads)
+
+
+class torch_threads:
+    """Context manager: run with ``n`` torch threads, then restore the caller's count."""
+
+    def __init__(self, n: int | None):
+        self.n, self.saved = n, None
+
+    def __enter__(self):
+        if self.n is not None:
+            self.saved = torch.get_num_threads()
+            if self.saved != self.n:
+                torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None and torch.get_num_threads() != self.saved:
+            torch.set_num_threads(self.saved)
+        return False

@@ -15,14 +15,29 @@ from sklearn.utils.validation import check_is_fitted
 from ._collate import Scaling, collate, pad_queries
 from ._frame import SeriesSet, TimeKind, group_points, validate_frame
 from ._queries import interval_columns, resolve_queries, time_values
-from ._validation import check_choice, check_number, resolve_device
+from ._validation import check_choice, check_number, resolve_device, resolve_threads, torch_threads
 from ._training import evaluate_mse, fit_loop
-from .decoder import METHODS
+from ._windows import auto_window, cut_windows, query_windows
+from .decoder import DYNAMICS_INIT, METHODS
 from .encoders import ANCHORS, ENCODERS
 from .model import CENTERS, LatentODE
 from .priors import PRIORS
 
 _FORMAT_VERSION = 1
+WINDOW_STRIDE = 0.5  # training windows start every half window
+ADJOINT_AUTO_POINTS = 200_000  # batch_size x longest series above which adjoint="auto" uses the adjoint
+
+
+def _threaded(method):
+    """Run an estimator method with the estimator's torch thread count, restoring the caller's."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        device = getattr(self, "device_", None) or resolve_device(self.device)
+        with torch_threads(resolve_threads(self.n_threads, device)):
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 class LatentODERegressor(BaseEstimator):
@@ -49,6 +64,11 @@ class LatentODERegressor(BaseEstimator):
         Encoder hidden state size.
     width, n_layers : int, default=50, 3
         Width and depth of the MLPs (latent dynamics and encoder ODE).
+    dynamics_init : {"rotations", "mlp"}, default="rotations"
+        The latent field. "rotations": ``f(z) = A z + mlp(z)`` with ``A`` learned and
+        started as damped rotations at frequencies from 0.5 to 6 cycles per time unit
+        (the median window span), so that oscillations over several periods are there
+        from the first epoch. "mlp": the MLP alone (Rubanova et al.).
     prior : {"normal", "cnf"}, default="normal"
         Prior over z0: standard normal, or a continuous normalizing flow.
     prior_options : dict or None, default=None
@@ -56,10 +76,12 @@ class LatentODERegressor(BaseEstimator):
     method : str, default="dopri5"
         torchdiffeq solver for the latent ODE. Adaptive methods use ``rtol``/``atol``.
     rtol, atol : float, default=1e-3, 1e-4
-    adjoint : bool, default=True
-        ``odeint_adjoint`` (memory flat in the number of solver steps, backward solve
-        costs more) or backpropagation through the solver (faster for short grids, memory
-        grows with the steps).
+    adjoint : {"auto", True, False}, default="auto"
+        ``odeint_adjoint`` (memory flat in the number of solver steps, the backward solve
+        costs more) or backpropagation through the solver (faster on short grids, memory
+        grows with the steps). "auto" backpropagates through the solver unless
+        ``batch_size`` times the longest training series (or window) exceeds 200,000
+        points; the choice is stored in ``adjoint_``.
     max_num_steps : int, default=1000
         Cap on adaptive solver steps per output interval: stiff or exploding dynamics end
         in a :class:`~latentode.decoder.SolverError` instead of a hang.
@@ -141,6 +163,20 @@ class LatentODERegressor(BaseEstimator):
         weights are still restored). A latent ODE often sits on a plateau for 10-30 epochs
         before its error falls: with 10, two of three quickstart seeds stopped there
         (imputation MSE 0.25 and 0.27 against 0.092 and 0.105 with 30; BENCHMARKS.md).
+    window : "auto", None, float or duration, default="auto"
+        Train and predict long series in windows of this length (a number in the time
+        column's units, or a duration such as ``"30D"`` for datetimes). Training windows
+        start every half window, each its own example with z0 at its start; a query reads
+        the window centred on it (moved inside the data), a forecast the window ending at
+        the last observation. "auto" uses windows when there are fewer than 32 series
+        whose median length exceeds 200 points, each window spanning about 100 points;
+        None never cuts. The length used is stored in ``window_`` (internal units:
+        seconds for datetimes; None when not windowed).
+    n_threads : "auto", int or None, default="auto"
+        torch threads for the estimator's own work; the caller's setting is restored
+        afterwards. "auto": 1 on CPU (small matrices: a second thread mostly spins, and
+        slows the fit several times over when another process is busy), torch's setting
+        on CUDA. None leaves torch's setting.
     device : str, default="auto"
         "auto" uses CUDA when available.
     random_state : int, RandomState or None, default=None
@@ -158,6 +194,10 @@ class LatentODERegressor(BaseEstimator):
     feature_names_in_ : ndarray of str, n_features_in_ : int
     variable_weight_ : ndarray of shape (n_features,)
         The likelihood weight of each variable in training (see ``variable_weight``).
+    adjoint_ : bool
+        Whether training used the adjoint (see ``adjoint``).
+    window_ : float or None
+        The window length in internal time units (see ``window``).
     history_ : list of dict
         Per epoch: loss, mse, kl, valid_mse, NFE (forward, backward, encoder, prior), the
         gradient norm before clipping (mean and max over steps), learning rate, seconds.
@@ -174,13 +214,13 @@ class LatentODERegressor(BaseEstimator):
     """
 
     def __init__(self, *, id_col=None, time_col=None, value_cols=None, encoder="odernn", latent_dim=20,
-                 encoder_dim=40, width=50, n_layers=3, prior="normal", prior_options=None, method="dopri5",
-                 rtol=1e-3, atol=1e-4, adjoint=True, max_num_steps=1000, noise_std=None, n_samples=1, kl_warmup=10,
+                 encoder_dim=40, width=50, n_layers=3, dynamics_init="rotations", prior="normal", prior_options=None, method="dopri5",
+                 rtol=1e-3, atol=1e-4, adjoint="auto", max_num_steps=1000, noise_std=None, n_samples=1, kl_warmup=10,
                  mask_fraction=0.2, forecast_fraction=0.5, loss_on="all", variable_weight=None, anchor="origin",
                  center=None,
                  max_epochs=100, batch_size=50, lr=1e-2, weight_decay=0.0, lr_decay=1.0, max_grad_norm=None,
                  validation_fraction=0.1,
-                 patience=30, device="auto", random_state=None, verbose=0):
+                 patience=30, window="auto", n_threads="auto", device="auto", random_state=None, verbose=0):
         self.id_col = id_col
         self.time_col = time_col
         self.value_cols = value_cols
@@ -189,6 +229,7 @@ class LatentODERegressor(BaseEstimator):
         self.encoder_dim = encoder_dim
         self.width = width
         self.n_layers = n_layers
+        self.dynamics_init = dynamics_init
         self.prior = prior
         self.prior_options = prior_options
         self.method = method
@@ -213,6 +254,8 @@ class LatentODERegressor(BaseEstimator):
         self.max_grad_norm = max_grad_norm
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.window = window
+        self.n_threads = n_threads
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -222,6 +265,7 @@ class LatentODERegressor(BaseEstimator):
         check_choice("encoder", self.encoder, ENCODERS)
         check_choice("prior", self.prior, PRIORS)
         check_choice("method", self.method, METHODS)
+        check_choice("dynamics_init", self.dynamics_init, DYNAMICS_INIT)
         check_choice("loss_on", self.loss_on, ("all", "hidden"))
         check_choice("anchor", self.anchor, ANCHORS)
         if self.center is not None:
@@ -246,18 +290,55 @@ class LatentODERegressor(BaseEstimator):
         check_number("mask_fraction", self.mask_fraction, low=0, high=1)
         check_number("forecast_fraction", self.forecast_fraction, low=0, high=1)
         check_number("validation_fraction", self.validation_fraction, low=0, high=0.9)
-        if not isinstance(self.adjoint, (bool, np.bool_)):
-            raise TypeError(f"adjoint must be True or False, got {self.adjoint!r}.")
+        if not isinstance(self.adjoint, (bool, np.bool_)) and not (isinstance(self.adjoint, str)
+                                                                  and self.adjoint == "auto"):
+            raise TypeError(f"adjoint must be True, False or 'auto', got {self.adjoint!r}.")
+        if self.n_threads != "auto":
+            check_number("n_threads", self.n_threads, low=1, integer=True, allow_none=True)
         if self.prior_options is not None and not isinstance(self.prior_options, dict):
             raise TypeError(f"prior_options must be a dict or None, got {type(self.prior_options).__name__}.")
 
     def _solver(self) -> dict:
-        return dict(method=self.method, rtol=self.rtol, atol=self.atol, adjoint=bool(self.adjoint),
-                    max_num_steps=self.max_num_steps)
+        adjoint = getattr(self, "adjoint_", self.adjoint)
+        return dict(method=self.method, rtol=self.rtol, atol=self.atol,
+                    adjoint=bool(adjoint) if not isinstance(adjoint, str) else True, max_num_steps=self.max_num_steps)
+
+    def _resolve_adjoint(self, series: SeriesSet) -> bool:
+        """``adjoint="auto"``: backpropagate through the solver unless a batch is large."""
+        if not isinstance(self.adjoint, str):
+            return bool(self.adjoint)
+        longest = int(series.lengths.max()) if series.n_series else 0
+        return self.batch_size * longest > ADJOINT_AUTO_POINTS
+
+    def _resolve_window(self, series: SeriesSet):
+        """The window length in internal time units (seconds for datetimes), or None."""
+        w = self.window
+        if w is None:
+            return None
+        if isinstance(w, str) and w == "auto":
+            return auto_window(series)
+        if self.time_kind_.kind == "numeric":
+            check_number("window", w, low=0, low_open=True)
+            return float(w)
+        try:
+            seconds = pd.Timedelta(w).total_seconds()
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"window must be 'auto', None or a duration such as '30D' or pd.Timedelta(days=30) "
+                            f"for a model fitted on {self.time_kind_.describe()} times, got {w!r}.") from err
+        if not seconds > 0:
+            raise ValueError(f"window must be a positive duration, got {w!r}.")
+        return float(seconds)
+
+    def _windowed(self, series: SeriesSet, stride_fraction: float) -> SeriesSet:
+        """``series`` cut into windows of ``window_`` (unchanged without windows)."""
+        if self.window_ is None:
+            return series
+        return cut_windows(series, self.window_, self.window_ * stride_fraction)
 
     def _build_module(self) -> LatentODE:
         return LatentODE(self.n_features_in_, self.latent_dim, self.encoder, self.encoder_dim, self.width,
-                         self.n_layers, self.prior, self.prior_options, self.noise_std, self.anchor, self.center)
+                         self.n_layers, self.prior, self.prior_options, self.noise_std, self.anchor, self.center,
+                         self.dynamics_init)
 
     def _queries(self, lf, times):
         return resolve_queries(lf, times, self.time_kind_, self.id_col_, self.time_col_)
@@ -285,6 +366,7 @@ class LatentODERegressor(BaseEstimator):
         return np.where(count > 0, count.sum() / (len(names) * np.maximum(count, 1)), 1.0)
 
     # ------------------------------------------------------------------ fit
+    @_threaded
     def fit(self, X, y=None, *, validation_data=None):
         """Fit on a long frame.
 
@@ -311,7 +393,10 @@ class LatentODERegressor(BaseEstimator):
         self.n_features_in_ = len(lf.columns.values)
         self.time_kind_ = lf.time_kind
         series = lf.series.observed_only()
+        self.window_ = self._resolve_window(series)
+        series = self._windowed(series, WINDOW_STRIDE)
         self.scaling_ = Scaling.fit(series, lf.columns.values)
+        self.adjoint_ = self._resolve_adjoint(series)
         self.variable_weight_ = self._variable_weights(series)
         self.device_ = resolve_device(self.device)
 
@@ -372,6 +457,8 @@ class LatentODERegressor(BaseEstimator):
         numpy.ndarray, shape (k, n_query, n_features)
             k = 1 for the mean, ``n_samples`` for draws, or what ``reduce`` returns.
         """
+        if self.window_ is not None:  # each query reads the context window that ends at or surrounds it
+            context, q_codes = query_windows(context, q_codes, q_t, self.window_)
         n_s, n_f = context.n_series, self.n_features_in_
         times, _, offsets, row_point = group_points(np.asarray(q_codes), np.asarray(q_t), None, n_s)
         scale, model, solver = self.scaling_.time_scale, self.module_, self._solver()
@@ -402,6 +489,7 @@ class LatentODERegressor(BaseEstimator):
         return out[:, row_point]
 
     # ------------------------------------------------------------------ public inference
+    @_threaded
     def predict(self, X, times=None, *, quantiles=None, level=None, return_std=False, n_samples=200,
                 random_state=0):
         """Predictive mean of every variable, at any times.
@@ -463,6 +551,7 @@ class LatentODERegressor(BaseEstimator):
             out = pd.concat([out, pd.DataFrame(extra, index=out.index)], axis=1)
         return out
 
+    @_threaded
     def sample(self, X, times=None, *, n_samples=100, random_state=None):
         """Draw predictive samples: z0 from q(z0|x), decoded, plus observation noise.
 
@@ -495,6 +584,7 @@ class LatentODERegressor(BaseEstimator):
         check_is_fitted(self, "module_")
         return self.module_.prior
 
+    @_threaded
     def sample_prior(self, times, *, n_samples=10, noise=True, random_state=None):
         """Generate new trajectories: z0 from the prior, decoded at ``times``.
 
@@ -548,6 +638,7 @@ class LatentODERegressor(BaseEstimator):
             out[f"{name}{suffix}"] = values[:, j]
         return out
 
+    @_threaded
     def impute(self, X):
         """Fill every NaN of the variable columns with the model's reconstruction.
 
@@ -573,6 +664,7 @@ class LatentODERegressor(BaseEstimator):
             out[name] = pd.Series(filled, index=X.index).astype(dtype)
         return out
 
+    @_threaded
     def score(self, X, y=None):
         """Negative mean squared error on a reproducible held-out subset, standardised units.
 
@@ -581,7 +673,7 @@ class LatentODERegressor(BaseEstimator):
         the rest. Higher is better, so ``GridSearchCV(..., cv=GroupKFold())`` can tune it.
         """
         check_is_fitted(self)
-        series = self._validate(X).series.observed_only()
+        series = self._windowed(self._validate(X).series.observed_only(), 1.0)
         mse = evaluate_mse(self.module_, series, self.scaling_, max(self.batch_size, 256), self._solver(),
                            self.device_)
         if not np.isfinite(mse):
@@ -601,6 +693,7 @@ class LatentODERegressor(BaseEstimator):
             "time_kind": {"kind": self.time_kind_.kind, "tz": self.time_kind_.tz},
             "scaling": self.scaling_.to_dict(),
             "variable_weight": [float(w) for w in self.variable_weight_],
+            "window": self.window_, "adjoint": bool(self.adjoint_),
             "history": self.history_,
         }
 
@@ -636,6 +729,8 @@ class LatentODERegressor(BaseEstimator):
         self.scaling_ = Scaling.from_dict(cfg["scaling"])
         self.variable_weight_ = np.asarray(cfg.get("variable_weight", np.ones(self.n_features_in_)), dtype=float)
         self.history_ = cfg["history"]
+        self.window_ = cfg.get("window")
+        self.adjoint_ = bool(cfg.get("adjoint", True))
         self.device_ = resolve_device(device)
         self.module_ = self._build_module().to(self.device_).eval()
 

@@ -133,16 +133,19 @@ class LatentODE(nn.Module):
         step (see :mod:`latentode.encoders`).
     center : {None, "last", "mean", "interp"}
         Per-series reference the read-out is relative to (:class:`Reference`).
+    dynamics_init : {"mlp", "rotations"}
+        The latent field (:class:`~latentode.decoder.LatentDynamics`).
     """
 
     def __init__(self, n_features: int, latent_dim: int, encoder: str = "odernn", encoder_dim: int = 40,
                  width: int = 50, n_layers: int = 3, prior: str = "normal", prior_options=None,
                  noise_std: float | None = None, anchor: str = "origin",
-                 center: str | None = None):
+                 center: str | None = None, dynamics_init: str = "mlp"):
         super().__init__()
         self.encoder = ENCODERS[encoder](n_features, latent_dim, hidden_dim=encoder_dim, width=width,
                                          n_layers=n_layers, anchor=anchor)
-        self.decoder = Decoder(latent_dim, n_features, width, n_layers, noise_std=noise_std)
+        self.decoder = Decoder(latent_dim, n_features, width, n_layers, noise_std=noise_std,
+                               dynamics_init=dynamics_init)
         self.prior = make_prior(prior, latent_dim, prior_options)
         self.latent_dim, self.anchor, self.center = latent_dim, anchor, center
         # per-variable weights of the training likelihood (set by the estimator's fit; not saved:
