@@ -9,6 +9,7 @@ observed values.
 from __future__ import annotations
 
 import copy
+import math
 import time
 
 import numpy as np
@@ -68,14 +69,22 @@ def train_encoder_mask(batch: Batch, mask_fraction: float, forecast_fraction: fl
     return batch.m * keep * before.unsqueeze(-1).to(dt)
 
 
-def evaluate_mse(model, series: SeriesSet, scaling: Scaling, batch_size: int, solver, device,
-                 seed: int = HOLDOUT_SEED) -> float:
-    """MSE (standardised units) on :func:`holdout_mask`'s values, the encoder seeing the rest."""
+def heldout_errors(model, series: SeriesSet, scaling: Scaling, batch_size: int, solver, device,
+                   seed: int = HOLDOUT_SEED):
+    """Squared errors (standardised units) on :func:`holdout_mask`'s values, the encoder seeing the rest.
+
+    Returns
+    -------
+    sq, n : numpy.ndarray, shape (n_features,)
+        Per variable: the weighted sum of squared errors and the sum of weights of the
+        held-out values (``model.variable_weight``; 1 each by default).
+    """
+    n_f = series.values.shape[1]
+    sq, n = np.zeros(n_f), np.zeros(n_f)
     held = holdout_mask(series, seed)
     if not held.any():
-        return float("nan")
+        return sq, n
     visible = hide(series, held)
-    sq, n = 0.0, 0.0
     model.eval()
     with torch.no_grad():
         for start in range(0, series.n_series, batch_size):
@@ -85,9 +94,16 @@ def evaluate_mse(model, series: SeriesSet, scaling: Scaling, batch_size: int, so
             mu, _, t0, ref = model.encode(seen.t, seen.x, seen.m)
             xhat = model.decode(mu.unsqueeze(0), full.t, t0, ref, **solver)[0]
             target = (full.m - seen.m) * model.variable_weight
-            sq += float(((xhat - full.x).pow(2) * target).sum())
-            n += float(target.sum())
-    return sq / max(n, 1.0)
+            sq += ((xhat - full.x).pow(2) * target).sum(dim=(0, 1)).double().cpu().numpy()
+            n += target.sum(dim=(0, 1)).double().cpu().numpy()
+    return sq, n
+
+
+def evaluate_mse(model, series: SeriesSet, scaling: Scaling, batch_size: int, solver, device,
+                 seed: int = HOLDOUT_SEED) -> float:
+    """MSE (standardised units) on :func:`holdout_mask`'s values, the encoder seeing the rest (NaN if none)."""
+    sq, n = heldout_errors(model, series, scaling, batch_size, solver, device, seed)
+    return float(sq.sum() / n.sum()) if n.sum() > 0 else float("nan")
 
 
 def train_step(model, optimizer, batch: Batch, est, kl_weight: float, generator, solver) -> dict:
@@ -116,12 +132,31 @@ def train_step(model, optimizer, batch: Batch, est, kl_weight: float, generator,
 
 
 LR_FLOOR = 0.1
+COSINE_FLOOR = 0.05
+SCHEDULES = ("cosine", "exponential", "constant")
 
 
-def lr_schedule(optimizer, decay: float):
-    """Per-step exponential decay of the learning rate, ``lr * decay**step``, floored at
-    ``LR_FLOOR * lr`` (Rubanova et al.'s schedule: 0.999 per step down to a tenth)."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(decay ** step, LR_FLOOR))
+def lr_schedule(optimizer, decay: float = 1.0, kind: str = "exponential", total_steps: int = 1,
+                warmup_steps: int = 0):
+    """Per-step learning-rate factor as a ``LambdaLR``.
+
+    ``"exponential"``: ``decay**step``, floored at ``LR_FLOOR`` (Rubanova et al.'s 0.999 per
+    step down to a tenth). ``"cosine"``: a linear warm-up from a tenth over
+    ``warmup_steps``, then a half cosine from 1 down to ``COSINE_FLOOR`` at ``total_steps``.
+    ``"constant"``: 1.
+    """
+    if kind == "exponential":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(decay ** step, LR_FLOOR))
+    if kind == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+    def cosine(step):
+        if step < warmup_steps:
+            return 0.1 + 0.9 * step / warmup_steps
+        frac = min(1.0, (step - warmup_steps) / max(total_steps - warmup_steps, 1))
+        return COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * frac))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
 
 
 def run_epoch(model, optimizer, series: SeriesSet, scaling: Scaling, est, epoch: int, rng, generator, solver,
@@ -158,7 +193,9 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
     restored into ``model``. Returns the per-epoch history.
     """
     optimizer = torch.optim.Adam(model.parameters(), lr=est.lr, weight_decay=est.weight_decay)
-    scheduler = lr_schedule(optimizer, est.lr_decay) if est.lr_decay < 1 else None
+    steps_per_epoch = max(1, math.ceil(train.n_series / est.batch_size))
+    kind = "exponential" if est.lr_decay < 1 else est.lr_schedule
+    scheduler = lr_schedule(optimizer, est.lr_decay, kind, est.max_epochs * steps_per_epoch, steps_per_epoch)
     history, best, best_state, waited = [], np.inf, None, 0
     bar = tqdm(range(est.max_epochs), disable=not est.verbose, desc="fit", unit="epoch")
     for epoch in bar:

@@ -16,7 +16,7 @@ from ._collate import Scaling, collate, pad_queries
 from ._frame import SeriesSet, TimeKind, group_points, validate_frame
 from ._queries import interval_columns, resolve_queries, time_values
 from ._validation import check_choice, check_number, resolve_device, resolve_threads, torch_threads
-from ._training import evaluate_mse, fit_loop
+from ._training import SCHEDULES, evaluate_mse, fit_loop, heldout_errors
 from ._windows import auto_window, cut_windows, query_windows
 from .decoder import DYNAMICS_INIT, METHODS
 from .encoders import ANCHORS, ENCODERS
@@ -25,7 +25,8 @@ from .priors import PRIORS
 
 _FORMAT_VERSION = 1
 WINDOW_STRIDE = 0.5  # training windows start every half window
-ADJOINT_AUTO_POINTS = 200_000  # batch_size x longest series above which adjoint="auto" uses the adjoint
+ADJOINT_AUTO_POINTS = 200_000
+TRAIN_NOISE = 0.05  # noise_std="auto": the fixed noise std of training (standardised units)  # batch_size x longest series above which adjoint="auto" uses the adjoint
 
 
 def _threaded(method):
@@ -83,17 +84,18 @@ class LatentODERegressor(BaseEstimator):
         ``batch_size`` times the longest training series (or window) exceeds 200,000
         points; the choice is stored in ``adjoint_``.
     max_num_steps : int, default=1000
-        Cap on adaptive solver steps per output interval: stiff or exploding dynamics end
+        Cap on adaptive solver steps per output interval and model time unit: stiff or exploding dynamics end
         in a :class:`~latentode.decoder.SolverError` instead of a hang.
-    noise_std : float or None, default=None
+    noise_std : "auto", float or None, default="auto"
         Observation noise standard deviation in standardised units (1 = the variable's
-        standard deviation). None learns one per variable. A learned noise can absorb
-        everything and the posterior collapse to the prior (``history_`` mse stays near 1):
-        on Rubanova's periodic task (100 epochs, ``benchmarks/periodic_noise.py``) the learned
-        noise ended at 0.91 with test MSE 0.37, while a fixed 0.011 (about the reference
-        code's 0.01) reached 0.033.
-        A fixed value makes the likelihood a weighted MSE and the intervals come from
-        q(z0|x) alone: calibrate them (:mod:`latentode.calibration`).
+        standard deviation). "auto": training uses a fixed 0.05, so the likelihood is a
+        weighted MSE that a noise scale cannot absorb (a learned noise can grow until the
+        posterior collapses to the prior); after training, each variable's noise is set
+        to the RMS error of the predictions on held-out values of the validation series
+        (``noise_std_``), so that intervals and samples carry the error the model makes.
+        A float fixes the noise throughout (intervals then come mostly from q(z0|x):
+        calibrate them, :mod:`latentode.calibration`). None learns one per variable with
+        the rest of the model.
     n_samples : int, default=1
         z0 samples per series in the bound; 1 is the ELBO (analytic KL for the normal
         prior), K > 1 the IWAE bound (with its -log K term).
@@ -146,10 +148,15 @@ class LatentODERegressor(BaseEstimator):
     max_epochs, batch_size : int, default=100, 50
     lr, weight_decay : float, default=1e-2, 0.0
         Adam settings.
+    lr_schedule : {"cosine", "exponential", "constant"}, default="cosine"
+        The learning rate per optimisation step. "cosine": a one-epoch linear warm-up
+        from ``lr / 10``, then a half cosine down to ``lr / 20`` at ``max_epochs``, so that
+        late epochs take small steps and the validation error settles instead of jumping.
+        "exponential": ``lr * lr_decay**step`` down to ``lr / 10`` (Rubanova et al. use
+        0.999). "constant": ``lr`` throughout.
     lr_decay : float, default=1.0
-        The learning rate is multiplied by ``lr_decay`` after every optimisation step, down
-        to a tenth of ``lr`` (1.0: constant). Rubanova et al. use 0.999; at a constant 1e-2
-        the training error of the periodic benchmark kept jumping (BENCHMARKS.md).
+        The per-step factor of ``lr_schedule="exponential"``; a value below 1 selects that
+        schedule.
     max_grad_norm : float or None, default=None
         Clip the gradient of each step to this total L2 norm
         (:func:`torch.nn.utils.clip_grad_norm_`); None: no clipping. The norm before
@@ -196,6 +203,9 @@ class LatentODERegressor(BaseEstimator):
         The likelihood weight of each variable in training (see ``variable_weight``).
     adjoint_ : bool
         Whether training used the adjoint (see ``adjoint``).
+    noise_std_ : ndarray of shape (n_features,)
+        The observation noise std of each variable used by intervals and samples
+        (standardised units; see ``noise_std``).
     window_ : float or None
         The window length in internal time units (see ``window``).
     history_ : list of dict
@@ -215,10 +225,11 @@ class LatentODERegressor(BaseEstimator):
 
     def __init__(self, *, id_col=None, time_col=None, value_cols=None, encoder="odernn", latent_dim=20,
                  encoder_dim=40, width=50, n_layers=3, dynamics_init="rotations", prior="normal", prior_options=None, method="dopri5",
-                 rtol=1e-3, atol=1e-4, adjoint="auto", max_num_steps=1000, noise_std=None, n_samples=1, kl_warmup=10,
+                 rtol=1e-3, atol=1e-4, adjoint="auto", max_num_steps=1000, noise_std="auto", n_samples=1, kl_warmup=10,
                  mask_fraction=0.2, forecast_fraction=0.5, loss_on="all", variable_weight=None, anchor="origin",
                  center=None,
-                 max_epochs=100, batch_size=50, lr=1e-2, weight_decay=0.0, lr_decay=1.0, max_grad_norm=None,
+                 max_epochs=100, batch_size=50, lr=1e-2, weight_decay=0.0, lr_schedule="cosine", lr_decay=1.0,
+                 max_grad_norm=None,
                  validation_fraction=0.1,
                  patience=30, window="auto", n_threads="auto", device="auto", random_state=None, verbose=0):
         self.id_col = id_col
@@ -250,6 +261,7 @@ class LatentODERegressor(BaseEstimator):
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
+        self.lr_schedule = lr_schedule
         self.lr_decay = lr_decay
         self.max_grad_norm = max_grad_norm
         self.validation_fraction = validation_fraction
@@ -267,6 +279,7 @@ class LatentODERegressor(BaseEstimator):
         check_choice("method", self.method, METHODS)
         check_choice("dynamics_init", self.dynamics_init, DYNAMICS_INIT)
         check_choice("loss_on", self.loss_on, ("all", "hidden"))
+        check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
         check_choice("anchor", self.anchor, ANCHORS)
         if self.center is not None:
             check_choice("center", self.center, CENTERS)
@@ -280,7 +293,8 @@ class LatentODERegressor(BaseEstimator):
                      "batch_size"):
             check_number(name, getattr(self, name), low=1, integer=True)
         check_number("kl_warmup", self.kl_warmup, low=0, integer=True)
-        check_number("noise_std", self.noise_std, low=0, low_open=True, allow_none=True)
+        if not (isinstance(self.noise_std, str) and self.noise_std == "auto"):
+            check_number("noise_std", self.noise_std, low=0, low_open=True, allow_none=True)
         check_number("patience", self.patience, low=1, integer=True, allow_none=True)
         for name in ("rtol", "atol", "lr"):
             check_number(name, getattr(self, name), low=0, low_open=True)
@@ -337,7 +351,8 @@ class LatentODERegressor(BaseEstimator):
 
     def _build_module(self) -> LatentODE:
         return LatentODE(self.n_features_in_, self.latent_dim, self.encoder, self.encoder_dim, self.width,
-                         self.n_layers, self.prior, self.prior_options, self.noise_std, self.anchor, self.center,
+                         self.n_layers, self.prior, self.prior_options,
+                         TRAIN_NOISE if self.noise_std == "auto" else self.noise_std, self.anchor, self.center,
                          self.dynamics_init)
 
     def _queries(self, lf, times):
@@ -425,7 +440,21 @@ class LatentODERegressor(BaseEstimator):
             self.history_ = fit_loop(self.module_, train, valid, self.scaling_, self, rng, generator,
                                      self._solver(), self.device_)
         self.module_.eval()
+        if isinstance(self.noise_std, str):  # "auto": the noise of the predictions is what they miss by
+            self._estimate_noise(valid if valid is not None else train)
+        self.noise_std_ = self.module_.decoder.noise_std.detach().cpu().double().numpy()
         return self
+
+    def _estimate_noise(self, series: SeriesSet):
+        """Set the decoder's noise std of each variable to the RMS error on ``series``' held-out values."""
+        sq, n = heldout_errors(self.module_, series, self.scaling_, max(self.batch_size, 256), self._solver(),
+                               self.device_)
+        w = self.module_.variable_weight.detach().cpu().double().numpy()
+        rms = np.sqrt(np.divide(sq, n, out=np.full_like(sq, np.nan), where=n > 0))
+        rms = np.where(np.isfinite(rms) & (w > 0), rms, np.sqrt(sq.sum() / n.sum()) if n.sum() > 0 else TRAIN_NOISE)
+        rms = np.clip(rms, 1e-3, None)
+        with torch.no_grad():
+            self.module_.decoder.log_noise.copy_(torch.as_tensor(np.log(rms), dtype=torch.float32))
 
     # ------------------------------------------------------------------ inference core
     def _posterior(self, series: SeriesSet, idx):
@@ -719,6 +748,7 @@ class LatentODERegressor(BaseEstimator):
         est._restore(cfg, device)
         state = torch.load(path / "weights.pt", map_location=est.device_, weights_only=True)
         est.module_.load_state_dict(state)
+        est.noise_std_ = est.module_.decoder.noise_std.detach().cpu().double().numpy()
         return est
 
     def _restore(self, cfg, device):
@@ -730,6 +760,7 @@ class LatentODERegressor(BaseEstimator):
         self.variable_weight_ = np.asarray(cfg.get("variable_weight", np.ones(self.n_features_in_)), dtype=float)
         self.history_ = cfg["history"]
         self.window_ = cfg.get("window")
+        self.noise_std_ = None  # set from the weights below
         self.adjoint_ = bool(cfg.get("adjoint", True))
         self.device_ = resolve_device(device)
         self.module_ = self._build_module().to(self.device_).eval()

@@ -38,7 +38,8 @@ def test_every_time_kind_fits_predicts_and_imputes(synth, kind):
     r = est.predict(df, times=rows)
     assert list(r.index) == [10, 11, 12]
     # another query set means other adaptive solver steps: agreement to the solver tolerance
-    np.testing.assert_allclose(r[VARS].to_numpy(), p.loc[[5, 0, 17], VARS].to_numpy(), rtol=1e-3, atol=1e-3)
+    # (dopri5 at rtol=1e-3 controls the local error; the global one is a few times larger)
+    np.testing.assert_allclose(r[VARS].to_numpy(), p.loc[[5, 0, 17], VARS].to_numpy(), rtol=1e-3, atol=5e-3)
     # impute: same rows, index, columns; observed untouched; no NaN
     imp = est.impute(df)
     assert imp.index.equals(df.index) and list(imp.columns) == list(df.columns)

@@ -1,0 +1,259 @@
+"""The default settings, each tested for the behaviour it is there for, and the scoreboard at tiny size."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from latentode import LatentODERegressor
+from latentode import _training
+from latentode._frame import SeriesSet
+from latentode._windows import auto_window, cut_windows, query_windows
+from latentode.datasets import dynamics
+from latentode.decoder import LatentDynamics, rotation_matrix
+
+from conftest import TINY
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_benchmark(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# ---------------------------------------------------------------------------- noise_std="auto"
+def test_auto_noise_trains_fixed_then_is_the_heldout_rms(synth, monkeypatch):
+    seen = []
+    real_step = _training.train_step
+
+    def spy(model, *args, **kwargs):
+        seen.append(model.decoder.noise_std.detach().clone())
+        assert not model.decoder.log_noise.requires_grad  # the scale cannot absorb the data
+        return real_step(model, *args, **kwargs)
+
+    monkeypatch.setattr(_training, "train_step", spy)
+    df, _ = synth
+    est = LatentODERegressor(**dict(TINY, validation_fraction=0.3)).fit(df)
+    assert seen and all(torch.allclose(s, torch.full_like(s, 0.05)) for s in seen)
+    # afterwards: the RMS error on held-out values of the validation series, per variable
+    assert est.noise_std_.shape == (3,)
+    assert not np.allclose(est.noise_std_, 0.05)
+    assert np.all(est.noise_std_ > 0) and np.all(np.isfinite(est.noise_std_))
+    np.testing.assert_allclose(est.module_.decoder.noise_std.detach().numpy(), est.noise_std_, rtol=1e-6)
+
+
+def test_auto_noise_equals_rms_of_heldout_errors_without_validation(synth):
+    df, _ = synth
+    est = LatentODERegressor(**TINY).fit(df)  # validation_fraction=0: the training series
+    series = est._validate(df).series.observed_only()
+    sq, n = _training.heldout_errors(est.module_, series, est.scaling_, 256, est._solver(), est.device_)
+    np.testing.assert_allclose(est.noise_std_, np.sqrt(sq / n), rtol=1e-4)
+
+
+def test_fixed_and_learned_noise_are_kept(synth):
+    df, _ = synth
+    fixed = LatentODERegressor(**dict(TINY, noise_std=0.2)).fit(df)
+    np.testing.assert_allclose(fixed.noise_std_, 0.2, rtol=1e-6)
+    learned = LatentODERegressor(**dict(TINY, noise_std=None)).fit(df)
+    assert learned.module_.decoder.log_noise.requires_grad
+
+
+# ---------------------------------------------------------------------------- lr_schedule="cosine"
+def test_cosine_schedule_warms_up_then_decays_to_the_floor(synth):
+    df, _ = synth
+    est = LatentODERegressor(**dict(TINY, max_epochs=4, lr=1e-2)).fit(df)
+    lrs = [h["lr"] for h in est.history_]
+    assert lrs[0] == pytest.approx(1e-2, rel=1e-6)  # the end of the one-epoch warm-up
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] == pytest.approx(1e-2 * _training.COSINE_FLOOR, rel=1e-6)
+    const = LatentODERegressor(**dict(TINY, max_epochs=3, lr_schedule="constant")).fit(df)
+    assert [h["lr"] for h in const.history_] == [1e-2] * 3
+    with pytest.raises(ValueError, match="lr_schedule"):
+        LatentODERegressor(lr_schedule="step").fit(df)
+
+
+def test_warmup_starts_at_a_tenth(monkeypatch):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = _training.lr_schedule(opt, kind="cosine", total_steps=10, warmup_steps=4)
+    seen = []
+    for _ in range(10):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen[0] == pytest.approx(0.1) and seen[4] == pytest.approx(1.0) and seen[2] < seen[3] < seen[4]
+
+
+# ---------------------------------------------------------------------------- dynamics_init="rotations"
+def test_rotation_matrix_holds_the_frequencies():
+    a = rotation_matrix(5, cycles=(0.5, 4.0), damping=0.1)
+    eig = torch.linalg.eigvals(a)
+    freqs = np.sort(np.abs(eig.imag.numpy()))[::2][1:] / (2 * np.pi)
+    np.testing.assert_allclose(freqs, [0.5, 4.0], rtol=1e-5)
+    np.testing.assert_allclose(eig.real.numpy(), -0.1, atol=1e-6)
+
+
+def test_rotations_field_oscillates_from_the_start():
+    torch.manual_seed(0)
+    rot, plain = LatentDynamics(4, 16, 2, "rotations"), LatentDynamics(4, 16, 2, "mlp")
+    assert plain.linear is None
+    z = torch.randn(7, 4)
+    np.testing.assert_allclose((rot(z) - rot.net(z)).detach().numpy(), (z @ rotation_matrix(4).T).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    # the linear part is learned
+    assert any(p is rot.linear for p in rot.parameters())
+
+
+def test_estimator_builds_the_field_it_is_asked_for(synth):
+    df, _ = synth
+    assert LatentODERegressor(**TINY).fit(df).module_.decoder.dynamics.linear is not None
+    assert LatentODERegressor(**dict(TINY, dynamics_init="mlp")).fit(df).module_.decoder.dynamics.linear is None
+    with pytest.raises(ValueError, match="dynamics_init"):
+        LatentODERegressor(dynamics_init="fourier").fit(df)
+
+
+# ---------------------------------------------------------------------------- n_threads="auto"
+def test_threads_are_one_inside_and_restored_after(synth, monkeypatch):
+    inside = []
+    real = _training.run_epoch
+
+    def spy(*args, **kwargs):
+        inside.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_training, "run_epoch", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        est = LatentODERegressor(**TINY).fit(synth[0])
+        assert torch.get_num_threads() == 2
+        assert inside and set(inside) == {1}
+        LatentODERegressor(**dict(TINY, n_threads=None)).fit(synth[0])
+        assert inside[-1] == 2
+        est.predict(synth[0])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="n_threads"):
+        LatentODERegressor(n_threads=0).fit(synth[0])
+
+
+# ---------------------------------------------------------------------------- adjoint="auto"
+def test_adjoint_auto_backpropagates_through_short_grids_only(synth, monkeypatch):
+    import latentode.decoder as decoder
+    import latentode.estimator as estimator
+
+    calls = []
+    real = decoder.odeint_adjoint
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(decoder, "odeint_adjoint", spy)
+    df, _ = synth
+    est = LatentODERegressor(**TINY).fit(df)
+    assert est.adjoint_ is False and not calls
+    monkeypatch.setattr(estimator, "ADJOINT_AUTO_POINTS", 10)
+    est = LatentODERegressor(**TINY).fit(df)
+    assert est.adjoint_ is True and calls
+
+
+# ---------------------------------------------------------------------------- windows
+def _long(n_points=600, span=60.0, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.uniform(0, span, n_points))
+    return pd.DataFrame({"time": t, "y": np.sin(2 * np.pi * t) + 0.05 * rng.standard_normal(n_points)})
+
+
+def _series(t, n_f=1):
+    t = np.asarray(t, float)
+    return SeriesSet(np.array(["a"], dtype=object), t, np.ones((len(t), n_f)), np.array([0, len(t)]),
+                     t[:1], np.empty(0, np.int64))
+
+
+def test_cut_windows_covers_the_series_with_overlap():
+    s = _series(np.arange(0, 100, 1.0))
+    w = cut_windows(s, length=20.0, stride=10.0)
+    assert w.n_series == 9  # starts 0, 10, ..., 80
+    np.testing.assert_array_equal(w.origin, np.arange(0, 81, 10.0))
+    assert all(w.time[w.offsets[i + 1] - 1] - w.origin[i] <= 20.0 for i in range(w.n_series))
+    # a short series stays whole
+    assert cut_windows(_series([0, 1, 2.0]), 20.0, 10.0).n_series == 1
+
+
+def test_query_windows_surround_or_end_at_the_query():
+    s = _series(np.arange(0, 100, 1.0))
+    q_t = np.array([50.0, 2.0, 150.0, 99.5])
+    w, codes = query_windows(s, np.zeros(4, np.int64), q_t, length=20.0)
+    start = w.origin[codes]
+    end = np.array([w.time[w.offsets[c + 1] - 1] for c in codes])
+    assert start[0] <= 50 <= end[0] and abs((start[0] + end[0]) / 2 - 50) <= 5.0  # centred near the query
+    assert start[1] == 0.0  # moved inside the data
+    assert end[2] == 99.0 and end[3] == 99.0 and start[2] >= 79.0  # forecasts read the window ending at the data
+
+
+def test_auto_window_only_for_few_long_series():
+    assert auto_window(_series(np.arange(0, 1000, 1.0))) == pytest.approx(100.0)
+    assert auto_window(_series(np.arange(0, 100, 1.0))) is None
+
+
+def test_long_series_fit_in_windows_and_predict_beyond(monkeypatch):
+    df = _long()
+    est = LatentODERegressor(**dict(TINY, max_epochs=1)).fit(df)
+    assert est.window_ is not None and 5 < est.window_ < 20
+    assert est.scaling_.time_scale < 20  # the time unit is a window, not the whole series
+    future = pd.DataFrame({"time": [60.5, 61.0, 70.0]})
+    p = est.predict(df, times=future)
+    assert np.isfinite(p["y"].to_numpy()).all() and len(p) == 3
+    imp = est.impute(df.assign(y=df["y"].where(np.arange(len(df)) % 7 != 0)))
+    assert imp["y"].notna().all()
+    assert np.isfinite(est.score(df))
+    whole = LatentODERegressor(**dict(TINY, max_epochs=1, window=None)).fit(df)
+    assert whole.window_ is None and whole.scaling_.time_scale > 50
+    with pytest.raises(TypeError, match="window"):
+        LatentODERegressor(**dict(TINY, window="30D")).fit(df)  # a duration for float times
+
+
+def test_window_as_a_duration_for_datetimes():
+    df = _long(n_points=300, span=30.0)
+    df["time"] = pd.Timestamp("2024-01-01") + pd.to_timedelta(df["time"], unit="D")
+    est = LatentODERegressor(**dict(TINY, max_epochs=1, window="5D")).fit(df)
+    assert est.window_ == pytest.approx(5 * 86400.0)
+
+
+# ---------------------------------------------------------------------------- the scoreboard
+def test_scoreboard_runs_at_tiny_size(tmp_path):
+    board = _load_benchmark("defaults")
+    out = tmp_path / "board.json"
+    rows = board.main(["--size", "tiny", "--seeds", "0", "--datasets", "oscillator,long_oscillator",
+                       "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert [r["dataset"] for r in saved["rows"]] == ["oscillator", "long_oscillator"] == [r["dataset"] for r in rows]
+    for r in saved["rows"]:
+        for task in ("impute", "forecast"):
+            assert np.isfinite(r[task]["ratio"]) and r[task]["best_baseline"] in ("linear", "locf", "series_mean")
+            assert r[task]["ratio"] == pytest.approx(r[task]["model"] / r[task][r[task]["best_baseline"]])
+        assert r["fit_cpu_s"] > 0 and r["epochs"] == 2
+    assert "| oscillator | 0 |" in board.table(rows)
+
+
+def test_scoreboard_protocol_hides_and_cuts():
+    board = _load_benchmark("defaults")
+    df, _ = dynamics.make_oscillator(10, random_state=0)
+    frame, hidden, future, values = board.split(df, "id", "time", seed=0)
+    observed = df[values].notna().to_numpy().sum()
+    assert len(frame) + len(future) == len(df)
+    span = df.groupby("id")["time"].agg(["min", "max"])
+    cut = span["min"] + 0.75 * (span["max"] - span["min"])
+    assert (future["time"].to_numpy() > cut.loc[future["id"]].to_numpy()).all()
+    assert (frame["time"].to_numpy() <= cut.loc[frame["id"]].to_numpy()).all()
+    n_hidden = (~np.isnan(hidden)).sum()
+    assert 0.1 < n_hidden / observed < 0.3
+    assert frame[values].isna().to_numpy()[~np.isnan(hidden)].all()  # hidden values are NaN in the frame
