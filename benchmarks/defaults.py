@@ -37,6 +37,7 @@ from latentode import LatentODERegressor
 from latentode.baselines import baseline_predict
 from latentode.datasets import make_periodic, make_synthetic
 from latentode.datasets import dynamics
+from latentode.scoring import forecast_split, hide_at_random, standardised_mse
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -89,52 +90,30 @@ def _co2(seed, n, root):
 # name -> (builder(seed, size, data_root) -> frame, id_col, time_col, n_series at full size, tiny size)
 DATASETS = {
     "quickstart": (lambda s, n, r: make_synthetic(n, n_obs=(8, 24), random_state=s)[0], "id", "time", 300, 30),
-    "periodic": (lambda s, n, r: _periodic(s, n), "unique_id", "time", 1000, 30),
+    "periodic": (lambda s, n, r: _periodic(s, n), "unique_id", "time", 300, 30),
     "oscillator": (lambda s, n, r: dynamics.make_oscillator(n, random_state=s)[0], "id", "time", 200, 20),
     "damped_oscillator": (lambda s, n, r: dynamics.make_oscillator(
         n, damping=0.1, n_obs=(20, 50), missing=0.1, noise=0.05, observe_velocity=False, random_state=s)[0],
         "id", "time", 200, 20),
     "lotka_volterra": (lambda s, n, r: dynamics.make_lotka_volterra(n, random_state=s)[0], "id", "time", 200, 20),
-    "van_der_pol": (lambda s, n, r: dynamics.make_van_der_pol(n, random_state=s)[0], "id", "time", 100, 10),
+    "van_der_pol": (lambda s, n, r: dynamics.make_van_der_pol(n, n_obs=(60, 120), random_state=s)[0], "id", "time",
+                    100, 10),
     "pk": (lambda s, n, r: dynamics.make_pk(n, random_state=s)[0], "id", "time", 300, 30),
     "sensors20": (lambda s, n, r: dynamics.make_mixed_sensors(n, random_state=s)[0], "id", "time", 200, 20),
     "long_oscillator": (lambda s, n, r: dynamics.make_long_oscillator(n, random_state=s)[0], "id", "time", 2, 1),
-    "physionet": (lambda s, n, r: _physionet(s, n, r), "RecordID", "Time", 400, 20),
+    "physionet": (lambda s, n, r: _physionet(s, n, r), "RecordID", "Time", 300, 20),
     "co2": (lambda s, n, r: _co2(s, n, r), None, "ds", 1, 1),
 }
 
 
 # ---------------------------------------------------------------------------- protocol
 def split(df: pd.DataFrame, id_col, time_col, seed: int, horizon=None):
-    """(frame, hidden, future): the fitted frame (20% of the context's values hidden),
-    the hidden values (NaN elsewhere; same rows as frame) and the future rows."""
-    t = df[time_col]
-    if id_col is None:
-        start, end = t.min(), t.max()
-    else:
-        start, end = df.groupby(id_col)[time_col].transform("min"), df.groupby(id_col)[time_col].transform("max")
-    cut = end - horizon if horizon is not None else start + (end - start) * CUT
-    is_future = (t > cut).to_numpy()
-    context, future = df[~is_future].reset_index(drop=True), df[is_future].reset_index(drop=True)
+    """(frame, hidden, future, values): the fitted frame (20% of the context's values hidden),
+    the hidden values (NaN elsewhere; same rows as frame), the future rows and the variables."""
+    context, future = forecast_split(df, id_col, time_col, CUT, horizon)
     values = [c for c in df.columns if c not in (id_col, time_col)]
-    v = context[values].to_numpy(dtype=float)
-    hide = (np.random.default_rng(seed).random(v.shape) < HIDE) & ~np.isnan(v)
-    frame = context.copy()
-    frame[values] = np.where(hide, np.nan, v)
-    hidden = np.where(hide, v, np.nan)
+    frame, hidden = hide_at_random(context, values, HIDE, random_state=seed)
     return frame, hidden, future, values
-
-
-def series_mean(frame, query, id_col, values):
-    """Each series' mean of each variable (the frame's mean where a series never saw it)."""
-    if id_col is None:
-        means = frame[values].mean()
-        return pd.DataFrame(np.tile(means.to_numpy(), (len(query), 1)), columns=values, index=query.index)
-    per = frame.groupby(id_col)[values].mean()
-    out = per.reindex(query[id_col].to_numpy())
-    out = out.fillna(frame[values].mean())
-    out.index = query.index
-    return out
 
 
 def seasonal_naive(frame, query, time_col, values, period=pd.Timedelta(days=365.25)):
@@ -149,11 +128,7 @@ def seasonal_naive(frame, query, time_col, values, period=pd.Timedelta(days=365.
     return pred
 
 
-def mse(pred, truth, scale) -> float:
-    """Pooled MSE over the non-NaN entries of ``truth``, each variable divided by ``scale``."""
-    err = ((np.asarray(pred, float) - truth) / scale) ** 2
-    m = ~np.isnan(truth)
-    return float(err[m].mean()) if m.any() else float("nan")
+mse = standardised_mse
 
 
 def baselines(frame, query, truth, id_col, time_col, values, scale, seasonal=False) -> dict:
@@ -161,7 +136,7 @@ def baselines(frame, query, truth, id_col, time_col, values, scale, seasonal=Fal
     keys = query[[c for c in (id_col, time_col) if c is not None]]
     out = {"linear": mse(baseline_predict(frame, keys, "linear", **kw)[values], truth, scale),
            "locf": mse(baseline_predict(frame, keys, "locf", **kw)[values], truth, scale),
-           "series_mean": mse(series_mean(frame, keys, id_col, values)[values], truth, scale)}
+           "series_mean": mse(baseline_predict(frame, keys, "series_mean", **kw)[values], truth, scale)}
     if seasonal:
         out["seasonal_naive"] = mse(seasonal_naive(frame, keys, time_col, values)[values], truth, scale)
     return out

@@ -21,7 +21,7 @@ from ._frame import validate_frame
 from ._training import train_encoder_mask
 from .encoders import mlp
 
-KINDS = ("locf", "linear", "mean")
+KINDS = ("locf", "linear", "mean", "series_mean")
 
 
 def baseline_predict(context: pd.DataFrame, query: pd.DataFrame, kind: str = "linear", *, id_col=None,
@@ -34,10 +34,11 @@ def baseline_predict(context: pd.DataFrame, query: pd.DataFrame, kind: str = "li
         Long frame of observed values (NaN = not measured).
     query : pandas.DataFrame
         Rows (id, time) to predict; its index is kept.
-    kind : {"locf", "linear", "mean"}
+    kind : {"locf", "linear", "mean", "series_mean"}
         ``"locf"``: last observed value at or before the query time (the first one
         before it); ``"linear"``: linear interpolation in time, constant beyond the ends;
-        ``"mean"``: ``fallback``.
+        ``"mean"``: ``fallback``; ``"series_mean"``: the mean of the series' observed
+        values of the variable.
     fallback : array-like of shape (n_features,) or None
         Used where a series never observed a variable (and for ``"mean"``); None uses
         the mean of ``context``.
@@ -74,7 +75,9 @@ def baseline_predict(context: pd.DataFrame, query: pd.DataFrame, kind: str = "li
                 if not ok.any():
                     continue
                 tj, vj = t[ok], vals[ok, j]
-                if kind == "linear":
+                if kind == "series_mean":
+                    out[rows, j] = vj.mean()
+                elif kind == "linear":
                     out[rows, j] = np.interp(qt[rows], tj, vj)
                 else:
                     k = np.searchsorted(tj, qt[rows], side="right") - 1

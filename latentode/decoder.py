@@ -35,7 +35,7 @@ class SolverError(RuntimeError):
 
 
 DYNAMICS_INIT = ("rotations", "mlp")
-ROTATION_CYCLES = (0.5, 6.0)  # cycles per model time unit (the median window span) of the initial rotations
+ROTATION_CYCLES = (0.5, 3.0)  # cycles per model time unit (the median window span) of the initial rotations
 ROTATION_DAMPING = 0.1
 
 
@@ -67,14 +67,16 @@ class LatentDynamics(nn.Module):
     :func:`rotation_matrix`, so the latent state oscillates at many frequencies from the
     first step instead of having to grow them out of a near-zero field (which is what
     keeps a plain MLP field on a plateau for tens of epochs on periodic data).
+    ``cycles``: the (lowest, highest) initial frequency, in cycles per time unit.
 
     ``nfe`` counts evaluations (forward solves and adjoint backward solves alike).
     """
 
-    def __init__(self, latent_dim: int, width: int = 50, n_layers: int = 3, init: str = "mlp"):
+    def __init__(self, latent_dim: int, width: int = 50, n_layers: int = 3, init: str = "mlp",
+                 cycles=ROTATION_CYCLES):
         super().__init__()
         self.net = mlp(latent_dim, width, latent_dim, n_layers)
-        self.linear = nn.Parameter(rotation_matrix(latent_dim)) if init == "rotations" else None
+        self.linear = nn.Parameter(rotation_matrix(latent_dim, cycles)) if init == "rotations" else None
         self.nfe = 0
 
     def forward(self, z):
@@ -169,9 +171,10 @@ class Decoder(nn.Module):
     """
 
     def __init__(self, latent_dim: int, n_features: int, width: int = 50, n_layers: int = 3,
-                 noise_min: float = 1e-3, noise_std: float | None = None, dynamics_init: str = "mlp"):
+                 noise_min: float = 1e-3, noise_std: float | None = None, dynamics_init: str = "mlp",
+                 rotation_cycles=ROTATION_CYCLES):
         super().__init__()
-        self.dynamics = LatentDynamics(latent_dim, width, n_layers, dynamics_init)
+        self.dynamics = LatentDynamics(latent_dim, width, n_layers, dynamics_init, rotation_cycles)
         self.func = TimeChangedField(self.dynamics)
         self.readout = nn.Linear(latent_dim, n_features)
         if noise_std is None:  # learned, per variable

@@ -18,7 +18,8 @@ from ._queries import interval_columns, resolve_queries, time_values
 from ._validation import check_choice, check_number, resolve_device, resolve_threads, torch_threads
 from ._training import SCHEDULES, evaluate_mse, fit_loop, heldout_errors
 from ._windows import auto_window, cut_windows, query_windows
-from .decoder import DYNAMICS_INIT, METHODS
+from .decoder import DYNAMICS_INIT, METHODS, ROTATION_CYCLES
+from ._timescale import characteristic_cycles
 from .encoders import ANCHORS, ENCODERS
 from .model import CENTERS, LatentODE
 from .priors import PRIORS
@@ -67,16 +68,22 @@ class LatentODERegressor(BaseEstimator):
         Width and depth of the MLPs (latent dynamics and encoder ODE).
     dynamics_init : {"rotations", "mlp"}, default="rotations"
         The latent field. "rotations": ``f(z) = A z + mlp(z)`` with ``A`` learned and
-        started as damped rotations at frequencies from 0.5 to 6 cycles per time unit
-        (the median window span), so that oscillations over several periods are there
-        from the first epoch. "mlp": the MLP alone (Rubanova et al.).
+        started as damped rotations at frequencies log-spaced from a quarter to twice the
+        data's characteristic frequency (from the semivariogram of the training series;
+        ``rotation_cycles_``), so that oscillations over several periods, and slow trends,
+        are there from the first epoch instead of being grown out of a near-zero field,
+        which kept a plain MLP field on a plateau for tens of epochs. "mlp": the MLP alone
+        (Rubanova et al.).
     prior : {"normal", "cnf"}, default="normal"
         Prior over z0: standard normal, or a continuous normalizing flow.
     prior_options : dict or None, default=None
         Keyword options of the prior (see :mod:`latentode.priors`).
     method : str, default="dopri5"
         torchdiffeq solver for the latent ODE. Adaptive methods use ``rtol``/``atol``.
-    rtol, atol : float, default=1e-3, 1e-4
+    rtol, atol : float, default=1e-2, 1e-3
+        Tolerances of adaptive solvers (the latent state is of order 1). Tighter ones
+        cost more solver steps per training step without a gain in accuracy on the
+        defaults scoreboard.
     adjoint : {"auto", True, False}, default="auto"
         ``odeint_adjoint`` (memory flat in the number of solver steps, the backward solve
         costs more) or backpropagation through the solver (faster on short grids, memory
@@ -145,7 +152,10 @@ class LatentODERegressor(BaseEstimator):
         the quickstart's smooth synthetic series (learned noise) "mean" gave imputation MSE
         0.41, "last" 0.54 and "interp" 0.23 (linear interpolation alone: 0.237), against
         0.092 without centring (``python examples/quickstart.py --center mean``, seed 0).
-    max_epochs, batch_size : int, default=100, 50
+    max_epochs, batch_size : int, default=20, 50
+        A training step costs about the same for any batch of up to a few hundred short
+        series (the solver's steps, not the batch, set the cost on a CPU), so
+        ``max_epochs`` is the cost knob; larger data gets more steps per epoch.
     lr, weight_decay : float, default=1e-2, 0.0
         Adam settings.
     lr_schedule : {"cosine", "exponential", "constant"}, default="cosine"
@@ -164,12 +174,10 @@ class LatentODERegressor(BaseEstimator):
         ``grad_norm_max``), which is how to choose a value.
     validation_fraction : float, default=0.1
         Share of series held out for early stopping (0 disables it).
-    patience : int or None, default=30
+    patience : int or None, default=10
         Epochs without improvement of the validation MSE before stopping (counted after
         the KL warm-up); the best weights are restored. None: no stopping (the best
-        weights are still restored). A latent ODE often sits on a plateau for 10-30 epochs
-        before its error falls: with 10, two of three quickstart seeds stopped there
-        (imputation MSE 0.25 and 0.27 against 0.092 and 0.105 with 30; BENCHMARKS.md).
+        weights are still restored).
     window : "auto", None, float or duration, default="auto"
         Train and predict long series in windows of this length (a number in the time
         column's units, or a duration such as ``"30D"`` for datetimes). Training windows
@@ -208,6 +216,9 @@ class LatentODERegressor(BaseEstimator):
         (standardised units; see ``noise_std``).
     window_ : float or None
         The window length in internal time units (see ``window``).
+    rotation_cycles_ : (float, float) or None
+        The lowest and highest initial frequency of the latent field, in cycles per
+        time unit (``dynamics_init="rotations"``; None otherwise).
     history_ : list of dict
         Per epoch: loss, mse, kl, valid_mse, NFE (forward, backward, encoder, prior), the
         gradient norm before clipping (mean and max over steps), learning rate, seconds.
@@ -225,13 +236,13 @@ class LatentODERegressor(BaseEstimator):
 
     def __init__(self, *, id_col=None, time_col=None, value_cols=None, encoder="odernn", latent_dim=20,
                  encoder_dim=40, width=50, n_layers=3, dynamics_init="rotations", prior="normal", prior_options=None, method="dopri5",
-                 rtol=1e-3, atol=1e-4, adjoint="auto", max_num_steps=1000, noise_std="auto", n_samples=1, kl_warmup=10,
+                 rtol=1e-2, atol=1e-3, adjoint="auto", max_num_steps=1000, noise_std="auto", n_samples=1, kl_warmup=10,
                  mask_fraction=0.2, forecast_fraction=0.5, loss_on="all", variable_weight=None, anchor="origin",
                  center=None,
-                 max_epochs=100, batch_size=50, lr=1e-2, weight_decay=0.0, lr_schedule="cosine", lr_decay=1.0,
+                 max_epochs=20, batch_size=50, lr=1e-2, weight_decay=0.0, lr_schedule="cosine", lr_decay=1.0,
                  max_grad_norm=None,
                  validation_fraction=0.1,
-                 patience=30, window="auto", n_threads="auto", device="auto", random_state=None, verbose=0):
+                 patience=10, window="auto", n_threads="auto", device="auto", random_state=None, verbose=0):
         self.id_col = id_col
         self.time_col = time_col
         self.value_cols = value_cols
@@ -353,7 +364,7 @@ class LatentODERegressor(BaseEstimator):
         return LatentODE(self.n_features_in_, self.latent_dim, self.encoder, self.encoder_dim, self.width,
                          self.n_layers, self.prior, self.prior_options,
                          TRAIN_NOISE if self.noise_std == "auto" else self.noise_std, self.anchor, self.center,
-                         self.dynamics_init)
+                         self.dynamics_init, getattr(self, "rotation_cycles_", None) or ROTATION_CYCLES)
 
     def _queries(self, lf, times):
         return resolve_queries(lf, times, self.time_kind_, self.id_col_, self.time_col_)
@@ -412,6 +423,10 @@ class LatentODERegressor(BaseEstimator):
         series = self._windowed(series, WINDOW_STRIDE)
         self.scaling_ = Scaling.fit(series, lf.columns.values)
         self.adjoint_ = self._resolve_adjoint(series)
+        self.rotation_cycles_ = None
+        if self.dynamics_init == "rotations":  # around the data's own frequency, up to its second harmonic
+            c = characteristic_cycles(series, self.scaling_.mean, self.scaling_.std, self.scaling_.time_scale)
+            self.rotation_cycles_ = (c / 4.0, 2.0 * c)
         self.variable_weight_ = self._variable_weights(series)
         self.device_ = resolve_device(self.device)
 
@@ -722,7 +737,7 @@ class LatentODERegressor(BaseEstimator):
             "time_kind": {"kind": self.time_kind_.kind, "tz": self.time_kind_.tz},
             "scaling": self.scaling_.to_dict(),
             "variable_weight": [float(w) for w in self.variable_weight_],
-            "window": self.window_, "adjoint": bool(self.adjoint_),
+            "window": self.window_, "adjoint": bool(self.adjoint_), "rotation_cycles": self.rotation_cycles_,
             "history": self.history_,
         }
 
@@ -760,6 +775,7 @@ class LatentODERegressor(BaseEstimator):
         self.variable_weight_ = np.asarray(cfg.get("variable_weight", np.ones(self.n_features_in_)), dtype=float)
         self.history_ = cfg["history"]
         self.window_ = cfg.get("window")
+        self.rotation_cycles_ = tuple(cfg["rotation_cycles"]) if cfg.get("rotation_cycles") else None
         self.noise_std_ = None  # set from the weights below
         self.adjoint_ = bool(cfg.get("adjoint", True))
         self.device_ = resolve_device(device)

@@ -135,17 +135,19 @@ class LatentODE(nn.Module):
         Per-series reference the read-out is relative to (:class:`Reference`).
     dynamics_init : {"mlp", "rotations"}
         The latent field (:class:`~latentode.decoder.LatentDynamics`).
+    rotation_cycles : (float, float)
+        Lowest and highest initial frequency of ``"rotations"`` (cycles per time unit).
     """
 
     def __init__(self, n_features: int, latent_dim: int, encoder: str = "odernn", encoder_dim: int = 40,
                  width: int = 50, n_layers: int = 3, prior: str = "normal", prior_options=None,
                  noise_std: float | None = None, anchor: str = "origin",
-                 center: str | None = None, dynamics_init: str = "mlp"):
+                 center: str | None = None, dynamics_init: str = "mlp", rotation_cycles=(0.5, 3.0)):
         super().__init__()
         self.encoder = ENCODERS[encoder](n_features, latent_dim, hidden_dim=encoder_dim, width=width,
                                          n_layers=n_layers, anchor=anchor)
         self.decoder = Decoder(latent_dim, n_features, width, n_layers, noise_std=noise_std,
-                               dynamics_init=dynamics_init)
+                               dynamics_init=dynamics_init, rotation_cycles=rotation_cycles)
         self.prior = make_prior(prior, latent_dim, prior_options)
         self.latent_dim, self.anchor, self.center = latent_dim, anchor, center
         # per-variable weights of the training likelihood (set by the estimator's fit; not saved:
