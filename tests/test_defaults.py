@@ -101,13 +101,26 @@ def test_rotation_matrix_holds_the_frequencies():
 
 def test_rotations_field_oscillates_from_the_start():
     torch.manual_seed(0)
-    rot, plain = LatentDynamics(4, 16, 2, "rotations"), LatentDynamics(4, 16, 2, "mlp")
+    rot, plain = LatentDynamics(5, 16, 2, "rotations"), LatentDynamics(5, 16, 2, "mlp")
     assert plain.linear is None
-    z = torch.randn(7, 4)
-    np.testing.assert_allclose((rot(z) - rot.net(z)).detach().numpy(), (z @ rotation_matrix(4).T).numpy(),
+    z = torch.randn(7, 5)
+    z[:, -1] = 0.0  # log-speed 0: the field is A z + mlp(z) on the moving coordinates
+    lin = z[:, :4] @ rotation_matrix(4).T
+    np.testing.assert_allclose((rot(z) - rot.net(z))[:, :4].detach().numpy(), lin.numpy(), rtol=1e-5, atol=1e-6)
+    assert any(p is rot.linear for p in rot.parameters())  # the linear part is learned
+
+
+def test_the_last_coordinate_is_a_constant_log_speed():
+    torch.manual_seed(0)
+    rot = LatentDynamics(5, 16, 2, "rotations")
+    z = 0.5 * torch.randn(7, 5)  # log-speeds within the clamp
+    fast = z.clone()
+    fast[:, -1] = z[:, -1] + 0.5
+    assert torch.all(rot(z)[:, -1] == 0)  # it never moves
+    # only the speed differs: the field of the others scales by exp(0.5)
+    base = rot.net(fast)[:, :4] + (fast @ rot.linear.T)[:, :4]
+    np.testing.assert_allclose(rot(fast)[:, :4].detach().numpy(), (base * np.exp(fast[:, -1:])).detach().numpy(),
                                rtol=1e-5, atol=1e-6)
-    # the linear part is learned
-    assert any(p is rot.linear for p in rot.parameters())
 
 
 def test_estimator_builds_the_field_it_is_asked_for(synth):
