@@ -38,7 +38,8 @@ class LatentODERegressor(BaseEstimator):
     ----------
     id_col, time_col : str or None, default=None
         Column names. None finds ``unique_id``/``id`` and ``ds``/``time``/``timestamp``;
-        a frame without an id column is one series.
+        a frame without an id column is one series (``fit`` warns, naming the column, when
+        an integer or text column looks like a series id, and for 20 or more variables).
     value_cols : list of str or None, default=None
         The variables; None takes every other column (all must be numeric).
     encoder : {"odernn", "gru"}, default="odernn"
