@@ -113,6 +113,8 @@ def _load_model(model_dir):
     except FileNotFoundError as err:
         raise UsageError(f"model directory {str(model_dir)!r}: no saved model there (run `latentode fit` "
                          "with --model-dir first).") from err
+    except ValueError as err:  # load's own checks of the files (format version, JSON): the user's files
+        raise UsageError(f"model directory {str(model_dir)!r}: cannot load it: {err}") from err
 
 
 def _read_for_model(path, est, what="input file"):

@@ -88,6 +88,12 @@ def test_errors_exit_2_with_one_line(workdir, capsys, tmp_path):
     one_line_error(capsys, "absent.csv", "does not exist")
     assert main(["impute", data, "-m", str(tmp_path / "no-model"), "-o", str(tmp_path / "o.csv")]) == 2
     one_line_error(capsys, "no saved model")
+    import shutil
+
+    shutil.copytree(model, tmp_path / "old")
+    (tmp_path / "old" / "config.json").write_text('{"format_version": 99}')
+    assert main(["impute", data, "-m", str(tmp_path / "old"), "-o", str(tmp_path / "o.csv")]) == 2
+    one_line_error(capsys, "format_version 99")
     assert main(["impute", data, "-m", model, "-o", str(tmp_path / "o.xlsx")]) == 2
     one_line_error(capsys, "unknown file type")
     df.drop(columns="v2").to_csv(tmp_path / "short.csv", index=False)
