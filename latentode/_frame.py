@@ -379,14 +379,15 @@ def warn_if_one_series_by_mistake(df: pd.DataFrame, cols: Columns, name: str = "
 
     A column is a candidate id when it holds integers, text or categories with repeated
     values and either is not numeric or the frame has many rows per time (at least two
-    on average) while (candidate, time) pairs repeat less than times alone.
+    on average) while (candidate, time) pairs repeat less than times alone. Many rows per
+    time without a candidate, or 20 or more variables, get a hint without a column name.
     """
     if cols.id is not None:
         return
     n, tcol = len(df), cols.time
     time_dups = int(df[tcol].duplicated().sum())
     many_per_time = n >= 4 and time_dups * 2 >= n
-    for c in cols.values:
+    for c in [*cols.values, *(c for c in df.columns if c != tcol and c not in cols.values)]:
         dtype = df[c].dtype
         texty = isinstance(dtype, pd.CategoricalDtype) or ptypes.is_object_dtype(dtype) or \
             ptypes.is_string_dtype(dtype)
@@ -401,7 +402,12 @@ def warn_if_one_series_by_mistake(df: pd.DataFrame, cols: Columns, name: str = "
                 f"series; column {c!r} ({dtype}, {k} distinct values) looks like a series id: pass id_col={c!r}.",
                 UserWarning, stacklevel=4)
             return
-    if len(cols.values) >= WIDE_HINT:
+    if many_per_time:
+        warnings.warn(
+            f"{name}: no id column was found (looked for {list(ID_CANDIDATES)}), so all {n} rows are one series, "
+            f"yet they hold only {n - time_dups} distinct times (repeats are averaged). If a column identifies the "
+            "series, pass id_col=...", UserWarning, stacklevel=4)
+    elif len(cols.values) >= WIDE_HINT:
         warnings.warn(
             f"{name}: no id column was found (looked for {list(ID_CANDIDATES)}), so the frame is fitted as one "
             f"series with {len(cols.values)} variables. If its columns are separate series (a wide frame), melt it "

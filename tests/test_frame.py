@@ -165,10 +165,13 @@ def test_unnamed_id_column_warns_with_the_candidate():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         validate_frame(df, id_col="patient")  # named: no hint
-        validate_frame(df, value_cols=["x"])  # the column is not a variable: no hint
         validate_frame(df, fitted=True)  # a fitted model's columns: decided at fit
         one = df[df["patient"] == 0].assign(patient=[1, 1, 2, 2, 3])  # one series, an integer variable
         validate_frame(one)
+    with pytest.warns(UserWarning, match="id_col='patient'"):
+        validate_frame(df, value_cols=["x"])  # not a variable, still a candidate
+    with pytest.warns(UserWarning, match="all 30 rows are one series, yet they hold only 5 distinct times"):
+        validate_frame(df.astype({"patient": float}))  # a float id: no candidate, but times repeat
     wide = pd.DataFrame({"time": np.arange(4.0), **{f"v{j}": rng.normal(size=4) for j in range(20)}})
     with pytest.warns(UserWarning, match="one series with 20 variables.*melt it to long format"):
         validate_frame(wide)
