@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
-from ._frame import parse_text_times
+from ._times import parse_text_times
 from ._validation import InputError
 from .decoder import SolverError
 
