@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -306,12 +308,25 @@ def build_parser() -> argparse.ArgumentParser:
 USER_ERRORS = (UsageError, InputError, FileNotFoundError, SolverError)
 
 
+def _show_warning(command):
+    """Warnings as one line each, with the API's ``id_col=...`` spelled as the option ``--id-col ...``."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = re.sub(r"\b(id|time|value)_col(?:s)?=\[?'?([^'.\]]*)'?\]?", lambda m: f"--{m[1]}-col {m[2]}",
+                      " ".join(str(message).split()))
+        print(f"latentode {command}: warning: {text}", file=sys.stderr)
+
+    return show
+
+
 def main(argv=None) -> int:
     """Entry point of the ``latentode`` console script; returns the exit code."""
     parser = build_parser()
     a = parser.parse_args(argv)
     try:
-        return a.func(a)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning(a.command)
+            return a.func(a)
     except USER_ERRORS as err:
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"latentode {a.command}: error: {message}", file=sys.stderr)

@@ -195,3 +195,12 @@ def test_output_extension_and_param_strings(workdir, capsys, tmp_path):
     assert _param('prior_options={"trace": "exact"}') == ("prior_options", {"trace": "exact"})
     fit_help = " ".join(build_parser()._subparsers._group_actions[0].choices["fit"].format_help().split())
     assert "--param prior=cnf" in fit_help and '\\"' not in fit_help
+
+
+def test_unnamed_id_column_is_pointed_out(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"patient": np.repeat(np.arange(6), 5), "time": np.tile(np.arange(5.0), 6),
+                  "v1": rng.normal(size=30)}).to_csv(tmp_path / "p.csv", index=False)
+    assert main(["fit", str(tmp_path / "p.csv"), "-m", str(tmp_path / "m"), *TINY]) == 0
+    err = capsys.readouterr().err
+    assert "latentode fit: warning: " in err and "looks like a series id: pass --id-col patient" in err, err
