@@ -132,6 +132,16 @@ def test_mixed_utc_offsets_in_text_or_objects_become_utc():
         validate_frame(df.assign(time=["1", "2", "3"]))  # numbers as text are not dates
 
 
+def test_input_errors_are_value_and_type_errors():
+    """Boundary checks raise latentode.InputError subclasses, still ValueError / TypeError for callers."""
+    from latentode import InputError
+
+    for mutate, exc in [(lambda d: d.iloc[:0], ValueError), (lambda d: d.assign(x=list("abcde")), TypeError)]:
+        with pytest.raises(exc) as err:
+            validate_frame(mutate(small()))
+        assert isinstance(err.value, InputError)
+
+
 def test_time_type_error_names_the_column_once():
     with pytest.raises(TypeError) as err:
         validate_frame(small().assign(ds=list("abcde")))
