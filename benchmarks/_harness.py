@@ -31,16 +31,31 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BASELINES = ("locf", "linear", "mean")
 NEURAL = ("odernn", "gru", "grudt")
 MODELS = BASELINES + NEURAL
-PHYSIONET_DIR = Path("/work/shared/data/physionet2012")
+#: Environment variable naming the data root, the folder that holds ``physionet2012/``.
+DATA_ENV = "LATENTODE_DATA"
+#: The default data root: ``../shared/data`` next to the repository (a checkout's sibling).
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def data_root() -> Path:
+    """The folder holding the data sets: ``$LATENTODE_DATA`` if set, else ``../shared/data`` next to the repository."""
+    env = os.environ.get(DATA_ENV, "").strip()
+    return Path(env).expanduser() if env else DEFAULT_DATA_ROOT
+
+
+def physionet_dir(data_dir=None) -> Path:
+    """Where the PhysioNet 2012 files are: ``data_dir`` (``--data-dir``) if given, else ``data_root()/physionet2012``."""
+    return Path(data_dir).expanduser() if data_dir is not None else data_root() / "physionet2012"
 
 
 # ---------------------------------------------------------------------------- data and splits
 def physionet_paths(data_dir=None) -> list[Path]:
-    """The set-a and set-b archives (or directories) found in ``data_dir``."""
-    root = Path(data_dir) if data_dir is not None else PHYSIONET_DIR
+    """The set-a and set-b archives (or directories) found in :func:`physionet_dir` of ``data_dir``."""
+    root = physionet_dir(data_dir)
     found = [p for name in ("set-a", "set-b") for p in (root / f"{name}.tar.gz", root / name) if p.exists()]
     if not found:
-        raise FileNotFoundError(f"no set-a/set-b archive or directory in {root}.")
+        raise FileNotFoundError(f"no set-a/set-b archive or directory in {root} (pass --data-dir, or set "
+                                f"{DATA_ENV} to the folder holding physionet2012/).")
     seen, paths = set(), []
     for p in found:  # an archive and its unpacked directory are the same set
         key = p.name.split(".")[0]
@@ -348,7 +363,9 @@ def table_from_json(path, case="test", keys=("mse", "mae"), task=None) -> str:
 def physionet_parser(description: str, name: str) -> argparse.ArgumentParser:
     """Command-line options shared by the PhysioNet protocols."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None,
+                   help=f"folder of set-a/set-b (default: ${DATA_ENV}/physionet2012, else ../shared/data/physionet2012 "
+                        "next to the repository)")
     p.add_argument("--n-stays", type=int, default=None)
     p.add_argument("--n-train", type=int, default=None)
     p.add_argument("--epochs", type=int, default=10)

@@ -40,7 +40,10 @@ from latentode.datasets import load_physionet2012, make_synthetic
 
 LEVELS = (80, 95)
 RESULTS = Path(__file__).resolve().parent / "results"
-PHYSIONET = Path("/work/shared/data/physionet2012/set-a.tar.gz")
+try:
+    from . import _harness as H
+except ImportError:
+    import _harness as H
 
 
 def hide_values(df, variables, fraction, rng):
@@ -141,9 +144,19 @@ def synthetic(n_series, max_epochs, seed, n_samples, verbose, model_dir=None, re
     return settings, run_tasks(est, tasks, ["id", "time"], variables, n_samples, seed)
 
 
-def physionet(n_fit, n_calib, n_test, max_epochs, seed, n_samples, verbose, path=PHYSIONET, model_dir=None,
+def physionet_set_a(physionet_path=None, data_dir=None) -> Path:
+    """``physionet_path`` if given, else ``set-a`` (archive or folder) in :func:`_harness.physionet_dir`."""
+    if physionet_path is not None:
+        return Path(physionet_path)
+    found = [p for p in H.physionet_paths(data_dir) if p.name.split(".")[0] == "set-a"]
+    if not found:
+        raise FileNotFoundError(f"no set-a archive or directory in {H.physionet_dir(data_dir)}.")
+    return found[0]
+
+
+def physionet(n_fit, n_calib, n_test, max_epochs, seed, n_samples, verbose, path=None, model_dir=None,
               reuse=False):
-    df = load_physionet2012(path)
+    df = load_physionet2012(physionet_set_a(path))
     variables = [c for c in df.columns if c not in ("RecordID", "Time")]
     ids = np.random.default_rng(seed).permutation(df["RecordID"].unique())
     parts = {"fit": ids[:n_fit], "calib": ids[n_fit:n_fit + n_calib],
@@ -180,7 +193,8 @@ def markdown(dataset, results) -> str:
 
 
 def main(dataset="synthetic", *, n_series=400, n_fit=800, n_calib=200, n_test=400, max_epochs=None,
-         n_samples=200, seed=0, verbose=1, out=RESULTS, physionet_path=PHYSIONET, reuse=False, tag="") -> dict:
+         n_samples=200, seed=0, verbose=1, out=RESULTS, physionet_path=None, data_dir=None, reuse=False,
+         tag="") -> dict:
     """Run one dataset; returns the results dict (also written as JSON under ``out``).
 
     The fitted model is saved to ``out/calibration_<dataset>_model``; ``reuse=True`` loads it
@@ -194,7 +208,7 @@ def main(dataset="synthetic", *, n_series=400, n_fit=800, n_calib=200, n_test=40
         settings, results = synthetic(n_series, max_epochs or 60, seed, n_samples, verbose, model_dir, reuse)
     elif dataset == "physionet":
         settings, results = physionet(n_fit, n_calib, n_test, max_epochs or 20, seed, n_samples, verbose,
-                                      physionet_path, model_dir, reuse)
+                                      physionet_set_a(physionet_path, data_dir), model_dir, reuse)
     else:
         raise ValueError(f"dataset={dataset!r} is not one of ['physionet', 'synthetic'].")
     report = {"dataset": dataset, "settings": settings, "results": results, "n_samples": n_samples, "seed": seed,
@@ -217,10 +231,13 @@ if __name__ == "__main__":
     ap.add_argument("--max-epochs", type=int, default=None, help="default 60 (synthetic), 20 (physionet)")
     ap.add_argument("--n-samples", type=int, default=200, help="predictive samples per query")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--physionet-path", type=Path, default=PHYSIONET)
+    ap.add_argument("--physionet-path", type=Path, default=None, help="set-a archive or folder (default: set-a "
+                    "in --data-dir)")
+    ap.add_argument("--data-dir", default=None, help=f"folder of set-a (default: ${H.DATA_ENV}/physionet2012, else "
+                    "../shared/data/physionet2012 next to the repository)")
     ap.add_argument("--reuse", action="store_true", help="load the model saved by an earlier run, do not fit")
     ap.add_argument("--tag", default="", help="suffix of the JSON file name")
     a = ap.parse_args()
     main(a.dataset, n_series=a.n_series, n_fit=a.n_fit, n_calib=a.n_calib, n_test=a.n_test,
          max_epochs=a.max_epochs, n_samples=a.n_samples, seed=a.seed, physionet_path=a.physionet_path,
-         reuse=a.reuse, tag=a.tag)
+         data_dir=a.data_dir, reuse=a.reuse, tag=a.tag)

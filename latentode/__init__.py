@@ -3,8 +3,9 @@
 >>> from latentode import LatentODERegressor
 """
 
+from ._validation import InputError
 from .decoder import SolverError
 from .estimator import LatentODERegressor
 
 __version__ = "0.1.0"
-__all__ = ["LatentODERegressor", "SolverError", "__version__"]
+__all__ = ["InputError", "LatentODERegressor", "SolverError", "__version__"]

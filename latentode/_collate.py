@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ._frame import SeriesSet
+from ._validation import InputValueError
 
 
 @dataclass
@@ -39,7 +40,10 @@ class Scaling:
         n_obs = (~np.isnan(vals)).sum(axis=0)
         empty = [names[j] for j in np.flatnonzero(n_obs == 0)]
         if empty:
-            raise ValueError(f"variable columns {empty} have no observed value in the training data.")
+            raise InputValueError(
+                f"variable columns {empty} have no observed value in the training data; drop them "
+                f"(df.drop(columns={empty})) or leave them out of value_cols (some PhysioNet stays, for example, "
+                "never measure Cholesterol).")
         mean = np.nanmean(vals, axis=0)
         std = np.nanstd(vals, axis=0)
         scale = np.abs(mean) * 1e-6 + 1e-12

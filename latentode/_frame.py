@@ -10,89 +10,23 @@ long frame
     column per variable; NaN means "not measured".
 time kind
     ``"numeric"`` (int/float), ``"datetime"`` (tz-naive or tz-aware) or
-    ``"timedelta"``. Internally every time becomes float64: the number itself for
-    numeric times, seconds for the other two kinds.
+    ``"timedelta"`` (see :mod:`latentode._times`).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
+from ._times import TimeKind, parse_text_times  # noqa: F401  (TimeKind is used through this module too)
+from ._validation import InputTypeError, InputValueError
+
 ID_CANDIDATES = ("unique_id", "id")
 TIME_CANDIDATES = ("ds", "time", "timestamp")
-_EPOCH = pd.Timestamp("1970-01-01")
-_SECOND = pd.Timedelta(seconds=1)
-
-
-@dataclass(frozen=True)
-class TimeKind:
-    """What kind of time a column holds, so that queries can be checked against it.
-
-    Attributes
-    ----------
-    kind : {"numeric", "datetime", "timedelta"}
-    tz : str or None
-        Time zone of a tz-aware datetime column, else None.
-    """
-
-    kind: str
-    tz: str | None = None
-
-    @classmethod
-    def of(cls, values: pd.Series, name: str) -> TimeKind:
-        """Infer the kind of ``values``; ``name`` is used in error messages."""
-        dtype = values.dtype
-        if isinstance(dtype, pd.DatetimeTZDtype):
-            return cls("datetime", str(dtype.tz))
-        if ptypes.is_datetime64_dtype(dtype):
-            return cls("datetime", None)
-        if ptypes.is_timedelta64_dtype(dtype):
-            return cls("timedelta", None)
-        if ptypes.is_bool_dtype(dtype) or not ptypes.is_numeric_dtype(dtype):
-            raise TypeError(
-                f"time column {name!r} must hold numbers, datetimes or timedeltas; "
-                f"found dtype {dtype}. Convert it first, e.g. with pd.to_datetime."
-            )
-        return cls("numeric", None)
-
-    def describe(self) -> str:
-        if self.kind == "datetime":
-            return f"datetime (tz={self.tz})" if self.tz else "datetime (tz-naive)"
-        return self.kind
-
-    def to_float(self, values, name: str) -> np.ndarray:
-        """Convert time values of this kind to float64 (seconds for datetime/timedelta).
-
-        Raises
-        ------
-        TypeError
-            If ``values`` are of another kind (e.g. numbers for a model fitted on
-            datetimes, or tz-naive for tz-aware).
-        ValueError
-            If any value is missing (NaN / NaT) or infinite.
-        """
-        s = values if isinstance(values, pd.Series) else pd.Series(values)
-        found = TimeKind.of(s, name)
-        if found.kind != self.kind or (self.kind == "datetime" and (found.tz is None) != (self.tz is None)):
-            raise TypeError(
-                f"{name} must hold {self.describe()} times like the data the model was fitted on; "
-                f"found {found.describe()} (dtype {s.dtype})."
-            )
-        if s.isna().any():
-            raise ValueError(f"{name} has {int(s.isna().sum())} missing times (NaN/NaT); every row needs a time.")
-        if self.kind == "numeric":
-            out = s.to_numpy(dtype=np.float64)
-            if not np.isfinite(out).all():
-                raise ValueError(f"{name} has infinite times.")
-            return out
-        if self.kind == "datetime":
-            epoch = _EPOCH.tz_localize("UTC") if found.tz is not None else _EPOCH
-            return ((s - epoch) / _SECOND).to_numpy(dtype=np.float64)
-        return (s / _SECOND).to_numpy(dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -115,7 +49,17 @@ def _find(columns, candidates):
     return None
 
 
-def resolve_columns(df: pd.DataFrame, id_col=None, time_col=None, value_cols=None) -> Columns:
+def _in_index(df: pd.DataFrame, names) -> str:
+    """A hint when the time (or id) sits in the index instead of a column; '' when not."""
+    index_names = [n for n in df.index.names if n is not None]
+    hit = [n for n in index_names if n in names or str(n).lower() in names]
+    if hit or isinstance(df.index, (pd.DatetimeIndex, pd.TimedeltaIndex)):
+        what = f"index level {hit[0]!r}" if hit else f"the index ({type(df.index).__name__})"
+        return f" The times are held in {what}, not in a column: pass df.reset_index()."
+    return ""
+
+
+def resolve_columns(df: pd.DataFrame, id_col=None, time_col=None, value_cols=None, fitted=False) -> Columns:
     """Decide which columns are the id, the time and the variables.
 
     Parameters
@@ -126,45 +70,57 @@ def resolve_columns(df: pd.DataFrame, id_col=None, time_col=None, value_cols=Non
         Without an id column the whole frame is one series.
     value_cols : list of str or None
         None takes every other column.
+    fitted : bool, default=False
+        The columns are a fitted model's: a missing one is reported as a fitted column the
+        frame lacks.
     """
     if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}.")
+        raise InputTypeError(f"expected a pandas DataFrame, got {type(df).__name__}.")
     cols = list(df.columns)
     found = f"columns found: {cols}"
     if time_col is None:
         time_col = _find(cols, TIME_CANDIDATES)
         if time_col is None:
-            raise ValueError(
+            raise InputValueError(
                 f"could not find a time column among {list(TIME_CANDIDATES)}; pass time_col=...; {found}."
+                + _in_index(df, TIME_CANDIDATES)
             )
     elif time_col not in cols:
-        raise ValueError(f"time_col={time_col!r} is not a column; {found}.")
+        lacks = f"the frame lacks the fitted time column {time_col!r}" if fitted else \
+            f"time_col={time_col!r} is not a column"
+        raise InputValueError(f"{lacks}; {found}." + _in_index(df, (time_col,)))
     if id_col is None:
         id_col = _find([c for c in cols if c != time_col], ID_CANDIDATES)
     elif id_col not in cols:
-        raise ValueError(f"id_col={id_col!r} is not a column; {found}.")
+        lacks = f"the frame lacks the fitted id column {id_col!r}" if fitted else f"id_col={id_col!r} is not a column"
+        hint = " It is an index level: pass df.reset_index()." if id_col in df.index.names else ""
+        raise InputValueError(f"{lacks}; {found}.{hint}")
     if id_col is not None and id_col == time_col:
-        raise ValueError(f"id_col and time_col are the same column {id_col!r}.")
+        raise InputValueError(f"id_col and time_col are the same column {id_col!r}.")
     if value_cols is None:
         value_cols = [c for c in cols if c not in (id_col, time_col)]
         if not value_cols:
-            raise ValueError(f"no variable columns besides id {id_col!r} and time {time_col!r}; {found}.")
+            raise InputValueError(f"no variable columns besides id {id_col!r} and time {time_col!r}; {found}.")
     else:
         if isinstance(value_cols, str):
             value_cols = [value_cols]
         value_cols = list(value_cols)
         missing = [c for c in value_cols if c not in cols]
+        if missing and fitted:
+            shown = ", ".join(map(str, missing))
+            raise InputValueError(f"the frame lacks the fitted variable{'s' if len(missing) > 1 else ''} {shown}; "
+                                  f"{found}.")
         if missing:
-            raise ValueError(f"value_cols {missing} are not columns; {found}.")
+            raise InputValueError(f"value_cols {missing} are not columns; {found}.")
         if len(set(value_cols)) != len(value_cols):
-            raise ValueError(f"value_cols has repeated names: {value_cols}.")
+            raise InputValueError(f"value_cols has repeated names: {value_cols}.")
         clash = [c for c in value_cols if c in (id_col, time_col)]
         if clash:
-            raise ValueError(f"value_cols {clash} is also the id or time column.")
+            raise InputValueError(f"value_cols {clash} is also the id or time column.")
         if not value_cols:
-            raise ValueError("value_cols is empty.")
+            raise InputValueError("value_cols is empty.")
     if len(set(map(str, cols))) != len(cols):
-        raise ValueError(f"the frame has duplicate column names; {found}.")
+        raise InputValueError(f"the frame has duplicate column names; {found}.")
     return Columns(id_col, time_col, tuple(value_cols))
 
 
@@ -174,13 +130,13 @@ def value_matrix(df: pd.DataFrame, value_cols) -> np.ndarray:
     for j, c in enumerate(value_cols):
         s = df[c]
         if ptypes.is_bool_dtype(s.dtype) or not ptypes.is_numeric_dtype(s.dtype):
-            raise TypeError(
+            raise InputTypeError(
                 f"variable column {c!r} must be numeric, found dtype {s.dtype}; "
                 "drop it or choose the variables with value_cols=[...]."
             )
         col = s.to_numpy(dtype=np.float64, na_value=np.nan)
         if np.isinf(col).any():
-            raise ValueError(f"variable column {c!r} has infinite values; use NaN for 'not measured'.")
+            raise InputValueError(f"variable column {c!r} has infinite values; use NaN for 'not measured'.")
         out[:, j] = col
     return out
 
@@ -301,13 +257,57 @@ def series_codes(df: pd.DataFrame, id_col) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(len(df), dtype=np.int64), np.array([None], dtype=object)
     ids = df[id_col]
     if ids.isna().any():
-        raise ValueError(f"id column {id_col!r} has {int(ids.isna().sum())} missing ids.")
+        raise InputValueError(f"id column {id_col!r} has {int(ids.isna().sum())} missing ids.")
     codes, uniques = pd.factorize(ids, sort=False)
     return codes.astype(np.int64), np.asarray(uniques, dtype=object)
 
 
+WIDE_HINT = 20  # a frame fitted as one series with this many variables gets a hint
+
+
+def warn_if_one_series_by_mistake(df: pd.DataFrame, cols: Columns, name: str = "X") -> None:
+    """Warn when a frame without an id column looks like many series (or like a wide frame).
+
+    A column is a candidate id when it holds integers, text or categories with repeated
+    values and either is not numeric or the frame has many rows per time (at least two
+    on average) while (candidate, time) pairs repeat less than times alone. Many rows per
+    time without a candidate, or 20 or more variables, get a hint without a column name.
+    """
+    if cols.id is not None:
+        return
+    n, tcol = len(df), cols.time
+    time_dups = int(df[tcol].duplicated().sum())
+    many_per_time = n >= 4 and time_dups * 2 >= n
+    for c in [*cols.values, *(c for c in df.columns if c != tcol and c not in cols.values)]:
+        dtype = df[c].dtype
+        texty = isinstance(dtype, pd.CategoricalDtype) or ptypes.is_object_dtype(dtype) or \
+            ptypes.is_string_dtype(dtype)
+        if not texty and not (ptypes.is_integer_dtype(dtype) and not ptypes.is_bool_dtype(dtype)):
+            continue
+        k = int(df[c].nunique())
+        if not 1 < k < n:
+            continue
+        if texty or (many_per_time and int(df.duplicated([c, tcol]).sum()) < time_dups):
+            warnings.warn(
+                f"{name}: no id column was found (looked for {list(ID_CANDIDATES)}), so all {n} rows are one "
+                f"series; column {c!r} ({dtype}, {k} distinct values) looks like a series id: pass id_col={c!r}.",
+                UserWarning, stacklevel=4)
+            return
+    if many_per_time:
+        warnings.warn(
+            f"{name}: no id column was found (looked for {list(ID_CANDIDATES)}), so all {n} rows are one series, "
+            f"yet they hold only {n - time_dups} distinct times (repeats are averaged). If a column identifies the "
+            "series, pass id_col=...", UserWarning, stacklevel=4)
+    elif len(cols.values) >= WIDE_HINT:
+        warnings.warn(
+            f"{name}: no id column was found (looked for {list(ID_CANDIDATES)}), so the frame is fitted as one "
+            f"series with {len(cols.values)} variables. If its columns are separate series (a wide frame), melt it "
+            f"to long format (df.melt(id_vars={tcol!r}, var_name='unique_id')); if a column identifies the "
+            "series, pass id_col=...", UserWarning, stacklevel=4)
+
+
 def validate_frame(df, id_col=None, time_col=None, value_cols=None, time_kind: TimeKind | None = None,
-                   name: str = "X") -> LongFrame:
+                   name: str = "X", fitted: bool = False) -> LongFrame:
     """Check a user's long frame and turn it into a :class:`LongFrame`.
 
     Parameters
@@ -318,17 +318,23 @@ def validate_frame(df, id_col=None, time_col=None, value_cols=None, time_kind: T
         The fitted kind that the time column must match; None infers it.
     name : str
         The argument's name, for error messages.
+    fitted : bool, default=False
+        The columns are a fitted model's (see :func:`resolve_columns`). When False (in
+        ``fit``) and no id column is found, a frame that looks like many series warns
+        (:func:`warn_if_one_series_by_mistake`).
     """
     if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"{name} must be a pandas DataFrame in long format, got {type(df).__name__}.")
+        raise InputTypeError(f"{name} must be a pandas DataFrame in long format, got {type(df).__name__}.")
     if len(df) == 0:
-        raise ValueError(f"{name} has no rows.")
+        raise InputValueError(f"{name} has no rows.")
     try:
-        cols = resolve_columns(df, id_col, time_col, value_cols)
+        cols = resolve_columns(df, id_col, time_col, value_cols, fitted)
+        if not fitted:
+            warn_if_one_series_by_mistake(df, cols, name)
         vals = value_matrix(df, cols.values)
     except (TypeError, ValueError) as err:  # say which argument the columns belong to
         raise type(err)(f"{name}: {err}") from None
-    tser = df[cols.time]
+    tser = parse_text_times(df[cols.time])
     kind = time_kind or TimeKind.of(tser, f"time column {cols.time!r}")
     t = kind.to_float(tser, f"time column {cols.time!r} of {name}")
     codes, uniques = series_codes(df, cols.id)

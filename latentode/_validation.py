@@ -7,9 +7,26 @@ import numbers
 import torch
 
 
+class InputError(Exception):
+    """Base of the errors that boundary validation raises about a user's arguments or data.
+
+    The command line reports these (and only these, besides its own usage errors) as one-line
+    messages with exit code 2; any other exception is a bug and is shown with its traceback.
+    Catch ``ValueError`` / ``TypeError`` as usual: every such error is one of those too.
+    """
+
+
+class InputValueError(InputError, ValueError):
+    """A user's argument or data has the right type but a wrong value."""
+
+
+class InputTypeError(InputError, TypeError):
+    """A user's argument or data has the wrong type."""
+
+
 def check_choice(name, value, choices):
     if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of {sorted(choices)}.")
+        raise InputValueError(f"{name}={value!r} is not one of {sorted(choices)}.")
 
 
 def check_number(name, value, *, low=None, high=None, integer=False, low_open=False, allow_none=False):
@@ -17,11 +34,11 @@ def check_number(name, value, *, low=None, high=None, integer=False, low_open=Fa
         return
     kind = numbers.Integral if integer else numbers.Real
     if isinstance(value, bool) or not isinstance(value, kind):
-        raise TypeError(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}.")
+        raise InputTypeError(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}.")
     if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}.")
+        raise InputValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}.")
     if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high}, got {value!r}.")
+        raise InputValueError(f"{name} must be <= {high}, got {value!r}.")
 
 
 def resolve_device(device) -> torch.device:
@@ -30,7 +47,7 @@ def resolve_device(device) -> torch.device:
     try:
         return torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device={device!r} is not 'auto' or a torch device such as 'cpu' or 'cuda'.") from err
+        raise InputValueError(f"device={device!r} is not 'auto' or a torch device such as 'cpu' or 'cuda'.") from err
 
 
 def resolve_threads(n_threads, device) -> int | None:

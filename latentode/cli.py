@@ -9,38 +9,45 @@ Examples
     latentode predict context.csv --model-dir model --times queries.parquet -o pred.parquet
     latentode impute data.csv --model-dir model -o filled.csv
 
-Errors about files, columns or options print one line to stderr and exit with code 2.
+Errors about files, columns or options print one line to stderr and exit with code 2. Any
+other error is a bug: it is shown with its traceback and exits with code 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
+import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
+from ._times import parse_text_times
+from ._validation import InputError
 from .decoder import SolverError
 
 _CSV = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz", ".txt")
 _PARQUET = (".parquet", ".pq")
+_OUT_CSV = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
 
 
 class UsageError(Exception):
     """A user error: reported as one line, exit code 2."""
 
 
-def _kind(path: Path, what: str) -> str:
+def _kind(path: Path, what: str, csv=_CSV) -> str:
     name = path.name.lower()
-    if name.endswith(_CSV):
+    if name.endswith(csv):
         return "csv"
     if name.endswith(_PARQUET):
         return "parquet"
-    raise UsageError(f"{what} {str(path)!r}: unknown file type; use one of {list(_CSV + _PARQUET)}.")
+    raise UsageError(f"{what} {str(path)!r}: unknown file type; use one of {list(csv + _PARQUET)}.")
 
 
 def read_table(path, what="input file", id_col=None) -> pd.DataFrame:
@@ -62,7 +69,7 @@ def read_table(path, what="input file", id_col=None) -> pd.DataFrame:
 
 def write_table(frame: pd.DataFrame, path) -> None:
     path = Path(path)
-    kind = _kind(path, "output file")
+    kind = _kind(path, "output file", _OUT_CSV)
     if not path.parent.is_dir():
         raise UsageError(f"output directory {str(path.parent)!r} does not exist.")
     if kind == "parquet":
@@ -78,12 +85,17 @@ def _parse_times(frame: pd.DataFrame, time_col: str, kind=None, what="input file
     col = frame[time_col]
     want_datetime = kind is not None and kind.kind == "datetime"
     is_text = ptypes.is_object_dtype(col.dtype) or ptypes.is_string_dtype(col.dtype)
+    example = col.dropna().iloc[0] if col.notna().any() else None
+    example = example.item() if hasattr(example, "item") else example
+    if want_datetime and ptypes.is_numeric_dtype(col.dtype) and not ptypes.is_bool_dtype(col.dtype):
+        raise UsageError(f"{what}: the model was fitted on datetimes, but time column {time_col!r} holds numbers "
+                         f"(e.g. {example!r}); give ISO dates such as 2024-01-31T08:00.")
     if (want_datetime and not ptypes.is_datetime64_any_dtype(col.dtype)) or (kind is None and is_text):
-        try:
-            parsed = pd.to_datetime(col, format="ISO8601")
-        except (ValueError, TypeError) as err:
+        parsed = parse_text_times(col)  # mixed UTC offsets (daylight saving) become UTC
+        if not ptypes.is_datetime64_any_dtype(parsed.dtype):
+            fitted = " (the model was fitted on datetimes)" if want_datetime else ""
             raise UsageError(f"{what}: time column {time_col!r} holds neither numbers nor ISO dates "
-                             f"(e.g. {col.iloc[0]!r}).") from err
+                             f"(e.g. {example!r}){fitted}.")
         if kind is not None and kind.tz is not None and parsed.dt.tz is None:
             parsed = parsed.dt.tz_localize(kind.tz)
         frame = frame.assign(**{time_col: parsed})
@@ -103,6 +115,8 @@ def _load_model(model_dir):
     except FileNotFoundError as err:
         raise UsageError(f"model directory {str(model_dir)!r}: no saved model there (run `latentode fit` "
                          "with --model-dir first).") from err
+    except ValueError as err:  # load's own checks of the files (format version, JSON): the user's files
+        raise UsageError(f"model directory {str(model_dir)!r}: cannot load it: {err}") from err
 
 
 def _read_for_model(path, est, what="input file"):
@@ -116,7 +130,7 @@ def _param(text: str):
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     try:
         return key, json.loads(value)
-    except json.JSONDecodeError:
+    except json.JSONDecodeError:  # not JSON: a plain string, so prior=cnf works without shell quoting
         return key, value
 
 
@@ -148,7 +162,10 @@ def cmd_fit(a) -> int:
     est.fit(frame)
     path = est.save(a.model_dir)
     n_series = frame[est.id_col_].nunique() if est.id_col_ is not None else 1
-    print(f"fitted {len(est.history_)} epochs in {time.perf_counter() - t0:.1f} s on {n_series} series, "
+    n_valid = int(round(est.validation_fraction * n_series)) if n_series > 1 else 0
+    split = f"{n_series - n_valid} training and {n_valid} validation series" if n_valid else \
+        f"{n_series} training series (no validation)"
+    print(f"fitted {len(est.history_)} epochs in {time.perf_counter() - t0:.1f} s on {split}, "
           f"variables {list(est.feature_names_in_)}; saved to {path}", file=sys.stderr)
     return 0
 
@@ -224,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Latent ODEs for irregularly sampled multivariate time series in long format "
                     "(one row per series and time, one column per variable, empty = not measured). "
                     "Files are CSV or Parquet, chosen by extension.",
-        epilog="Run `latentode COMMAND --help` for a command's options. Errors exit with code 2.")
+        epilog="Run `latentode COMMAND --help` for a command's options. Errors in the input or options exit "
+               "with code 2; an internal error (a bug) shows a traceback and exits with code 1.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     f = sub.add_parser("fit", help="fit a model on a long table and save it to a directory",
@@ -247,8 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=None, help="random seed (default: none)")
     f.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: %(default)s)")
     f.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
-                   help="any other LatentODERegressor parameter, VALUE as JSON (repeatable), e.g. "
-                        "--param prior=\\\"cnf\\\" --param kl_warmup=5")
+                   help="any other LatentODERegressor parameter (repeatable); VALUE is read as JSON, "
+                        "else as a string, e.g. --param prior=cnf --param kl_warmup=5 "
+                        "--param 'prior_options={\"trace\": \"exact\"}'")
     f.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     f.set_defaults(func=cmd_fit)
 
@@ -260,13 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
                                     "{var}-std as asked.")
     pr.add_argument("data", type=Path, help="context table (.csv or .parquet), the model's columns")
     pr.add_argument("--model-dir", "-m", type=Path, required=True, help="a directory written by `latentode fit`")
-    pr.add_argument("--output", "-o", type=Path, required=True, help="output table (.csv or .parquet)")
+    pr.add_argument("--output", "-o", type=Path, required=True, help="output table (.csv or .parquet, by extension)")
     pr.add_argument("--times", type=Path, help="table of (id, time) query rows, the model's column names")
     pr.add_argument("--horizon", type=int, help="number of steps to forecast after each series' last time")
     pr.add_argument("--freq", help="step of --horizon: a pandas frequency ('h', '30min', '1D') for datetime "
                                    "data, a number for numeric time")
     pr.add_argument("--level", type=float, nargs="+", metavar="LEVEL",
-                    help="central prediction intervals in percent, e.g. --level 80 95")
+                    help="central prediction intervals in percent, e.g. --level 80 95 (not 0.8)")
     pr.add_argument("--quantiles", type=float, nargs="+", metavar="Q", help="quantiles in (0, 1), e.g. 0.1 0.5 0.9")
     pr.add_argument("--std", action="store_true", help="add the predictive standard deviation {var}-std")
     pr.add_argument("--n-samples", type=int, default=200,
@@ -279,9 +298,25 @@ def build_parser() -> argparse.ArgumentParser:
                                     "observed values, rows and columns are kept.")
     im.add_argument("data", type=Path, help="table with missing values (.csv or .parquet)")
     im.add_argument("--model-dir", "-m", type=Path, required=True, help="a directory written by `latentode fit`")
-    im.add_argument("--output", "-o", type=Path, required=True, help="output table (.csv or .parquet)")
+    im.add_argument("--output", "-o", type=Path, required=True, help="output table (.csv or .parquet, by extension)")
     im.set_defaults(func=cmd_impute)
     return p
+
+
+#: What the command reports as the user's mistake (one line, exit code 2). ValueError and TypeError
+#: in general are not in it: raised from inside the package they are bugs.
+USER_ERRORS = (UsageError, InputError, FileNotFoundError, SolverError)
+
+
+def _show_warning(command):
+    """Warnings as one line each, with the API's ``id_col=...`` spelled as the option ``--id-col ...``."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = re.sub(r"\b(id|time|value)_col(?:s)?=\[?'?([^'.\]]*)'?\]?", lambda m: f"--{m[1]}-col {m[2]}",
+                      " ".join(str(message).split()))
+        print(f"latentode {command}: warning: {text}", file=sys.stderr)
+
+    return show
 
 
 def main(argv=None) -> int:
@@ -289,11 +324,18 @@ def main(argv=None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     try:
-        return a.func(a)
-    except (UsageError, ValueError, TypeError, FileNotFoundError, SolverError) as err:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning(a.command)
+            return a.func(a)
+    except USER_ERRORS as err:
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"latentode {a.command}: error: {message}", file=sys.stderr)
         return 2
+    except Exception:  # a bug, not the user's input: keep the traceback
+        traceback.print_exc()
+        print(f"latentode {a.command}: internal error (a bug in latentode, not in your input; please report it "
+              "with the traceback above).", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,7 +15,8 @@ from sklearn.utils.validation import check_is_fitted
 from ._collate import Scaling, collate, pad_queries
 from ._frame import SeriesSet, TimeKind, group_points, validate_frame
 from ._queries import interval_columns, resolve_queries, time_values
-from ._validation import check_choice, check_number, resolve_device, resolve_threads, torch_threads
+from ._validation import (InputTypeError, InputValueError, check_choice, check_number, resolve_device,
+                          resolve_threads, torch_threads)
 from ._training import SCHEDULES, evaluate_mse, fit_loop, heldout_errors
 from ._windows import auto_window, cut_windows, query_windows
 from .decoder import DYNAMICS_INIT, METHODS, ROTATION_CYCLES
@@ -55,7 +56,8 @@ class LatentODERegressor(BaseEstimator):
     ----------
     id_col, time_col : str or None, default=None
         Column names. None finds ``unique_id``/``id`` and ``ds``/``time``/``timestamp``;
-        a frame without an id column is one series.
+        a frame without an id column is one series (``fit`` warns, naming the column, when
+        an integer or text column looks like a series id, and for 20 or more variables).
     value_cols : list of str or None, default=None
         The variables; None takes every other column (all must be numeric).
     encoder : {"odernn", "gru"}, default="odernn"
@@ -296,9 +298,9 @@ class LatentODERegressor(BaseEstimator):
             check_choice("center", self.center, CENTERS)
         vw = self.variable_weight
         if vw is not None and not isinstance(vw, dict) and not (isinstance(vw, str) and vw == "balanced"):
-            raise TypeError(f"variable_weight must be None, 'balanced' or a dict, got {vw!r}.")
+            raise InputTypeError(f"variable_weight must be None, 'balanced' or a dict, got {vw!r}.")
         if self.loss_on == "hidden" and self.mask_fraction == 0 and self.forecast_fraction == 0:
-            raise ValueError("loss_on='hidden' scores only values hidden from the encoder; set mask_fraction or "
+            raise InputValueError("loss_on='hidden' scores only values hidden from the encoder; set mask_fraction or "
                              "forecast_fraction above 0.")
         for name in ("latent_dim", "encoder_dim", "width", "n_layers", "max_num_steps", "n_samples", "max_epochs",
                      "batch_size"):
@@ -317,11 +319,11 @@ class LatentODERegressor(BaseEstimator):
         check_number("validation_fraction", self.validation_fraction, low=0, high=0.9)
         if not isinstance(self.adjoint, (bool, np.bool_)) and not (isinstance(self.adjoint, str)
                                                                   and self.adjoint == "auto"):
-            raise TypeError(f"adjoint must be True, False or 'auto', got {self.adjoint!r}.")
+            raise InputTypeError(f"adjoint must be True, False or 'auto', got {self.adjoint!r}.")
         if self.n_threads != "auto":
             check_number("n_threads", self.n_threads, low=1, integer=True, allow_none=True)
         if self.prior_options is not None and not isinstance(self.prior_options, dict):
-            raise TypeError(f"prior_options must be a dict or None, got {type(self.prior_options).__name__}.")
+            raise InputTypeError(f"prior_options must be a dict or None, got {type(self.prior_options).__name__}.")
 
     def _solver(self) -> dict:
         adjoint = getattr(self, "adjoint_", self.adjoint)
@@ -348,10 +350,10 @@ class LatentODERegressor(BaseEstimator):
         try:
             seconds = pd.Timedelta(w).total_seconds()
         except (TypeError, ValueError) as err:
-            raise TypeError(f"window must be 'auto', None or a duration such as '30D' or pd.Timedelta(days=30) "
+            raise InputTypeError(f"window must be 'auto', None or a duration such as '30D' or pd.Timedelta(days=30) "
                             f"for a model fitted on {self.time_kind_.describe()} times, got {w!r}.") from err
         if not seconds > 0:
-            raise ValueError(f"window must be a positive duration, got {w!r}.")
+            raise InputValueError(f"window must be a positive duration, got {w!r}.")
         return float(seconds)
 
     def _windowed(self, series: SeriesSet, stride_fraction: float) -> SeriesSet:
@@ -371,7 +373,8 @@ class LatentODERegressor(BaseEstimator):
 
     def _validate(self, X, name="X"):
         """Validate a frame against the fitted columns and time kind."""
-        return validate_frame(X, self.id_col_, self.time_col_, list(self.feature_names_in_), self.time_kind_, name)
+        return validate_frame(X, self.id_col_, self.time_col_, list(self.feature_names_in_), self.time_kind_, name,
+                              fitted=True)
 
     def _variable_weights(self, series: SeriesSet) -> np.ndarray:
         """(n_features,) likelihood weights from ``variable_weight`` and the training counts."""
@@ -382,11 +385,11 @@ class LatentODERegressor(BaseEstimator):
         if isinstance(vw, dict):
             unknown = sorted(set(map(str, vw)) - set(map(str, names)))
             if unknown:
-                raise ValueError(f"variable_weight names columns that are not variables: {unknown}; "
+                raise InputValueError(f"variable_weight names columns that are not variables: {unknown}; "
                                  f"the variables are {names}.")
             w = np.array([vw.get(n, 1.0) for n in names], dtype=float)
             if not np.all(np.isfinite(w)) or (w < 0).any() or not (w > 0).any():
-                raise ValueError(f"variable_weight values must be finite, >= 0 and not all 0, got {vw!r}.")
+                raise InputValueError(f"variable_weight values must be finite, >= 0 and not all 0, got {vw!r}.")
             return w
         count = (~np.isnan(series.values)).sum(axis=0).astype(float)
         return np.where(count > 0, count.sum() / (len(names) * np.maximum(count, 1)), 1.0)
@@ -554,8 +557,9 @@ class LatentODERegressor(BaseEstimator):
 
         quantiles : sequence of float in (0, 1) or None
             Adds predictive quantiles ``{var}-q-{100 q}`` (``{var}-median`` for 0.5).
-        level : sequence of float in (0, 100) or None
-            Adds central prediction intervals ``{var}-lo-{level}`` and ``{var}-hi-{level}``
+        level : sequence of float in (1, 100) or None
+            In percent (80 for an 80% interval; a level at or below 1, likely a fraction, is
+            refused). Adds central prediction intervals ``{var}-lo-{level}`` and ``{var}-hi-{level}``
             (the Nixtla convention). Exclusive with ``quantiles``.
         return_std : bool, default=False
             Adds the predictive standard deviation ``{var}-std``.

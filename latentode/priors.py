@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from ._validation import InputTypeError, InputValueError
+
 __all__ = ["NormalPrior", "CNFPrior", "PRIORS", "make_prior", "DIVERGENCES", "divergence_exact",
            "divergence_hutchinson", "measure_trace_cost"]
 
@@ -157,24 +159,24 @@ class _CNFDynamics(nn.Module):
 # ----------------------------------------------------------------------------------------------------------
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an int >= {minimum}; got {value!r} of type {type(value).__name__}")
+        raise InputTypeError(f"`{name}` must be an int >= {minimum}; got {value!r} of type {type(value).__name__}")
     if value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}; got {value}")
+        raise InputValueError(f"`{name}` must be an int >= {minimum}; got {value}")
     return int(value)
 
 
 def _check_real(name: str, value, *, allow_zero: bool) -> float:
     bound = ">= 0" if allow_zero else "> 0"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a finite real number {bound}; got {value!r}")
+        raise InputTypeError(f"`{name}` must be a finite real number {bound}; got {value!r}")
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"`{name}` must be a finite real number {bound}; got {value!r}")
+        raise InputValueError(f"`{name}` must be a finite real number {bound}; got {value!r}")
     return float(value)
 
 
 def _check_choice(name: str, value, choices) -> str:
     if value not in choices:
-        raise ValueError(f"`{name}` must be one of {list(choices)}; got {value!r}")
+        raise InputValueError(f"`{name}` must be one of {list(choices)}; got {value!r}")
     return value
 
 
@@ -416,14 +418,14 @@ def make_prior(name: str, latent_dim: int, options: Mapping | None = None) -> nn
     'exact'
     """
     if not isinstance(name, str) or name not in PRIORS:
-        raise ValueError(f"prior `name` must be one of {list(PRIORS)}; got {name!r}")
+        raise InputValueError(f"prior `name` must be one of {list(PRIORS)}; got {name!r}")
     if options is not None and not isinstance(options, Mapping):
-        raise TypeError(f"prior `options` must be a dict or None; got {type(options).__name__}")
+        raise InputTypeError(f"prior `options` must be a dict or None; got {type(options).__name__}")
     options = dict(options or {})
     valid = [p for p in inspect.signature(PRIORS[name]).parameters if p != "latent_dim"]
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise TypeError(f"unknown option(s) {unknown} for prior {name!r}; valid options: {valid or 'none'}")
+        raise InputTypeError(f"unknown option(s) {unknown} for prior {name!r}; valid options: {valid or 'none'}")
     return PRIORS[name](latent_dim, **options)
 
 

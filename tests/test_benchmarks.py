@@ -154,3 +154,24 @@ def test_periodic_window_start_runs_tiny():
     mod = importlib.import_module("periodic_window_start")
     out = mod.main(epochs=1, seed=0, n_series=10, n_points=10, **TINY)
     assert np.isfinite(out["with_start_row"]) and np.isfinite(out["without_start_row"])
+
+
+def test_data_dir_resolution_order(monkeypatch, tmp_path):
+    """--data-dir, then $LATENTODE_DATA/physionet2012, then ../shared/data/physionet2012 next to the repository."""
+    calibration = importlib.import_module("calibration")
+    monkeypatch.delenv(H.DATA_ENV, raising=False)
+    assert H.physionet_dir() == REPO.parent / "shared" / "data" / "physionet2012"
+    monkeypatch.setenv(H.DATA_ENV, str(DATA.parent))  # tests/data holds physionet2012/set-a
+    assert H.physionet_dir() == DATA
+    assert H.physionet_paths() == [DATA / "set-a.tar.gz"]
+    assert calibration.physionet_set_a() == DATA / "set-a.tar.gz"
+    assert H.physionet_dir(tmp_path) == tmp_path  # the option wins over the variable
+    with pytest.raises(FileNotFoundError, match=rf"{H.DATA_ENV}"):
+        H.physionet_paths(tmp_path)
+    with pytest.raises(FileNotFoundError, match="set-a"):
+        calibration.physionet_set_a(data_dir=tmp_path)
+    assert calibration.physionet_set_a(tmp_path / "x.tar.gz") == tmp_path / "x.tar.gz"
+    monkeypatch.setenv(H.DATA_ENV, str(tmp_path))
+    assert H.physionet_dir() == tmp_path / "physionet2012"
+    for script in ("_harness.py", "calibration.py"):  # no absolute path of one machine
+        assert "/work/" not in (REPO / "benchmarks" / script).read_text()

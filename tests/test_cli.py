@@ -88,6 +88,12 @@ def test_errors_exit_2_with_one_line(workdir, capsys, tmp_path):
     one_line_error(capsys, "absent.csv", "does not exist")
     assert main(["impute", data, "-m", str(tmp_path / "no-model"), "-o", str(tmp_path / "o.csv")]) == 2
     one_line_error(capsys, "no saved model")
+    import shutil
+
+    shutil.copytree(model, tmp_path / "old")
+    (tmp_path / "old" / "config.json").write_text('{"format_version": 99}')
+    assert main(["impute", data, "-m", str(tmp_path / "old"), "-o", str(tmp_path / "o.csv")]) == 2
+    one_line_error(capsys, "format_version 99")
     assert main(["impute", data, "-m", model, "-o", str(tmp_path / "o.xlsx")]) == 2
     one_line_error(capsys, "unknown file type")
     df.drop(columns="v2").to_csv(tmp_path / "short.csv", index=False)
@@ -129,3 +135,72 @@ def test_console_entry_point_no_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "latentode.cli", "impute", str(tmp_path / "x.csv"), "-m",
                         str(tmp_path), "-o", str(tmp_path / "y.csv")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_internal_errors_are_not_usage_errors(workdir, capsys, tmp_path, monkeypatch):
+    """A ValueError from deep inside is a bug: traceback and exit code 1, not a one-line usage error."""
+    d, _ = workdir
+    from latentode import _training, estimator
+
+    def broken(*args, **kwargs):
+        raise ValueError("boom from deep inside")
+
+    monkeypatch.setattr(estimator.LatentODERegressor, "_decode_points", broken)
+    assert main(["impute", str(d / "data.csv"), "-m", str(d / "model"), "-o", str(tmp_path / "o.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "boom from deep inside" in err and "internal error" in err
+    monkeypatch.setattr(_training, "fit_loop", broken)
+    monkeypatch.setattr(estimator, "fit_loop", broken)
+    assert main(["fit", str(d / "data.csv"), "-m", str(tmp_path / "m"), *TINY]) == 1
+    assert "Traceback" in capsys.readouterr().err
+    # the same kind of exception raised by input validation is the user's: one line, exit 2
+    assert main(["predict", str(d / "data.csv"), "-m", str(d / "model"), "--level", "0.8", "-o",
+                 str(tmp_path / "o.csv")]) == 2
+    one_line_error(capsys, "percent", "80")
+
+
+def test_mixed_utc_offsets_fit_and_impute(tmp_path, capsys):
+    """ISO times whose offset changes with daylight saving time (+01:00 and +02:00) are UTC-aware times."""
+    df, _ = make_synthetic(5, n_obs=(6, 8), random_state=0)
+    local = (df["time"] + pd.Timedelta(days=88)).dt.tz_localize("Europe/Paris", ambiguous="NaT",
+                                                                 nonexistent="shift_forward")
+    text = local.map(lambda t: t.isoformat())
+    assert text.str.endswith("+01:00").any() and text.str.endswith("+02:00").any()
+    df.assign(time=text).to_csv(tmp_path / "dst.csv", index=False)
+    assert main(["fit", str(tmp_path / "dst.csv"), "-m", str(tmp_path / "m"), *TINY,
+                 "--validation-fraction", "0.4"]) == 0
+    err = capsys.readouterr().err
+    assert "on 3 training and 2 validation series" in err, err  # not "on 5 series"
+    assert main(["impute", str(tmp_path / "dst.csv"), "-m", str(tmp_path / "m"), "-o",
+                 str(tmp_path / "out.csv")]) == 0
+    out = pd.read_csv(tmp_path / "out.csv")
+    same = pd.to_datetime(out["time"], utc=True) == pd.to_datetime(text, utc=True)  # written in UTC
+    assert same.all() and not out[VARS].isna().any(axis=None)
+    capsys.readouterr()
+    df.assign(time=np.arange(len(df), dtype=float)).to_csv(tmp_path / "numeric.csv", index=False)
+    assert main(["impute", str(tmp_path / "numeric.csv"), "-m", str(tmp_path / "m"), "-o",
+                 str(tmp_path / "o.csv")]) == 2
+    err = one_line_error(capsys, "fitted on datetimes", "'time'")
+    assert "np.float64" not in err
+
+
+def test_output_extension_and_param_strings(workdir, capsys, tmp_path):
+    d, _ = workdir
+    assert main(["impute", str(d / "data.csv"), "-m", str(d / "model"), "-o", str(tmp_path / "x.txt")]) == 2
+    one_line_error(capsys, "x.txt", "unknown file type", ".parquet")
+    assert not (tmp_path / "x.txt").exists()
+    from latentode.cli import _param, build_parser
+
+    assert _param("prior=cnf") == ("prior", "cnf") and _param("kl_warmup=5") == ("kl_warmup", 5)
+    assert _param('prior_options={"trace": "exact"}') == ("prior_options", {"trace": "exact"})
+    fit_help = " ".join(build_parser()._subparsers._group_actions[0].choices["fit"].format_help().split())
+    assert "--param prior=cnf" in fit_help and '\\"' not in fit_help
+
+
+def test_unnamed_id_column_is_pointed_out(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"patient": np.repeat(np.arange(6), 5), "time": np.tile(np.arange(5.0), 6),
+                  "v1": rng.normal(size=30)}).to_csv(tmp_path / "p.csv", index=False)
+    assert main(["fit", str(tmp_path / "p.csv"), "-m", str(tmp_path / "m"), *TINY]) == 0
+    err = capsys.readouterr().err
+    assert "latentode fit: warning: " in err and "looks like a series id: pass --id-col patient" in err, err

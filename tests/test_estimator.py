@@ -434,3 +434,19 @@ def test_validation_data_selects_the_weights_and_is_checked(synth):
         LatentODERegressor(**dict(TINY, max_epochs=1)).fit(train, validation_data=valid.drop(columns=[VARS[0]]))
     with pytest.raises(TypeError, match="validation_data"):
         LatentODERegressor(**dict(TINY, max_epochs=1)).fit(train, validation_data=valid.to_numpy())
+
+
+def test_new_user_messages(fitted, synth):
+    """Levels are percentages; a missing fitted variable and numbers for a datetime model are said plainly."""
+    df, _ = synth
+    with pytest.raises(ValueError, match=r"level is in percent \(e.g. 80 for an 80% interval\).*\[80.0\]"):
+        fitted.predict(df, level=[0.8])
+    with pytest.raises(ValueError, match="percent"):
+        fitted.predict(df, level=1)
+    assert "v1-lo-80" in fitted.predict(df.iloc[:20], level=[80], n_samples=4)
+    with pytest.raises(ValueError, match="the frame lacks the fitted variable v3;") as err:
+        fitted.impute(df.drop(columns="v3"))
+    assert "value_cols" not in str(err.value)
+    with pytest.raises(TypeError, match=r"the model was fitted on datetime \(tz-naive\) times \(datetimes\), "
+                                        r"but times holds numeric ones"):
+        fitted.predict(df, times=[0.0, 1.0])

@@ -113,3 +113,81 @@ def test_frame_tensors_frame_round_trip(synth):
                                rtol=1e-5, atol=1e-5)
     # padding: zero-length steps and no observation
     assert (batch.m.sum(-1)[:, :][np.arange(batch.t.shape[1])[None, :] >= series.lengths[:, None]] == 0).all()
+
+
+# ---------------------------------------------------------------- what a new user tripped over
+def test_mixed_utc_offsets_in_text_or_objects_become_utc():
+    text = ["2024-03-31T00:30:00+01:00", "2024-03-31T01:30:00+01:00", "2024-03-31T03:30:00+02:00"]
+    df = pd.DataFrame({"id": ["a", "a", "a"], "time": text, "x": [1.0, 2.0, 3.0]})
+    before = df.copy()
+    lf = validate_frame(df)
+    assert lf.time_kind == TimeKind("datetime", "UTC")
+    np.testing.assert_allclose(np.diff(lf.series.time), [3600.0, 3600.0])  # an hour apart, across the change
+    pd.testing.assert_frame_equal(df, before)  # parsed on the side, the input is kept
+    objects = df.assign(time=pd.Series([pd.Timestamp(t) for t in text], dtype=object))
+    np.testing.assert_array_equal(validate_frame(objects).series.time, lf.series.time)
+    naive = validate_frame(df.assign(time=["2024-01-01", "2024-01-02", "2024-01-03 12:00"]))
+    assert naive.time_kind == TimeKind("datetime", None)
+    with pytest.raises(TypeError, match=r"^X: |time column 'time'"):
+        validate_frame(df.assign(time=["1", "2", "3"]))  # numbers as text are not dates
+
+
+def test_input_errors_are_value_and_type_errors():
+    """Boundary checks raise latentode.InputError subclasses, still ValueError / TypeError for callers."""
+    from latentode import InputError
+
+    for mutate, exc in [(lambda d: d.iloc[:0], ValueError), (lambda d: d.assign(x=list("abcde")), TypeError)]:
+        with pytest.raises(exc) as err:
+            validate_frame(mutate(small()))
+        assert isinstance(err.value, InputError)
+
+
+def test_time_type_error_names_the_column_once():
+    with pytest.raises(TypeError) as err:
+        validate_frame(small().assign(ds=list("abcde")))
+    assert str(err.value).startswith("time column 'ds' must hold numbers") and "time column \"" not in str(err.value)
+
+
+def test_times_in_the_index_are_pointed_out():
+    df = small().set_index("ds")
+    with pytest.raises(ValueError, match=r"index level 'ds', not in a column: pass df.reset_index\(\)"):
+        validate_frame(df)
+    wide = pd.DataFrame({"x": [1.0, 2.0]}, index=pd.date_range("2024-01-01", periods=2, freq="h"))
+    with pytest.raises(ValueError, match=r"held in the index \(DatetimeIndex\)"):
+        validate_frame(wide)
+    with pytest.raises(ValueError, match="index level 'ds'"):
+        validate_frame(df, time_col="ds")
+
+
+def test_unnamed_id_column_warns_with_the_candidate():
+    rng = np.random.default_rng(0)
+    n, per = 6, 5
+    df = pd.DataFrame({"patient": np.repeat(np.arange(n), per), "time": np.tile(np.arange(per, dtype=float), n),
+                       "x": rng.normal(size=n * per)})
+    with pytest.warns(UserWarning, match=r"column 'patient' \(int64, 6 distinct values\) looks like a series id: "
+                                         r"pass id_col='patient'"):
+        validate_frame(df)
+    with pytest.warns(UserWarning, match="column 'ward'.*id_col='ward'"):
+        with pytest.raises(TypeError, match="'ward'"):
+            validate_frame(df.rename(columns={"patient": "ward"}).astype({"ward": str}))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        validate_frame(df, id_col="patient")  # named: no hint
+        validate_frame(df, fitted=True)  # a fitted model's columns: decided at fit
+        one = df[df["patient"] == 0].assign(patient=[1, 1, 2, 2, 3])  # one series, an integer variable
+        validate_frame(one)
+    with pytest.warns(UserWarning, match="id_col='patient'"):
+        validate_frame(df, value_cols=["x"])  # not a variable, still a candidate
+    with pytest.warns(UserWarning, match="all 30 rows are one series, yet they hold only 5 distinct times"):
+        validate_frame(df.astype({"patient": float}))  # a float id: no candidate, but times repeat
+    wide = pd.DataFrame({"time": np.arange(4.0), **{f"v{j}": rng.normal(size=4) for j in range(20)}})
+    with pytest.warns(UserWarning, match="one series with 20 variables.*melt it to long format"):
+        validate_frame(wide)
+
+
+def test_all_nan_variable_suggests_dropping_it():
+    lf = validate_frame(small().assign(y=np.nan))
+    with pytest.raises(ValueError, match=r"\['y'\].*drop them \(df.drop\(columns=\['y'\]\)\)"):
+        Scaling.fit(lf.series, lf.columns.values)

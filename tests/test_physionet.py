@@ -172,8 +172,12 @@ def test_unknown_parameter_raise_or_ignore(tmp_path):
     where = re.escape(str(path))
     with pytest.raises(ValueError, match=rf"{where}, line 4 .*unknown parameter 'Foo'"):
         load_physionet2012(tmp_path)
-    long = load_physionet2012(tmp_path, unknown="ignore")
+    with pytest.warns(UserWarning) as record:
+        long = load_physionet2012(tmp_path, unknown="ignore")
     assert long["HR"].tolist()[1] == 73.0 and len(long) == 2
+    assert len(record) == 1
+    assert re.match(rf"dropped 1 row\(s\): 1 with an unknown parameter \('Foo'; unknown='ignore'\), "
+                    rf"first {where}, line 4", str(record[0].message))
 
 
 # --------------------------------------------------------------------------- errors
@@ -189,19 +193,54 @@ def test_unknown_parameter_raise_or_ignore(tmp_path):
         ("00:75,HR,73", "Time is not HH:MM"),
         ("ab:cd,HR,73", "Time is not HH:MM"),
         ("1234:00,HR,73", "Time is not HH:MM"),
-        ("00:07,HR,abc", "Value is not a finite number"),
-        ("00:07,HR,", "Value is not a finite number"),
-        ("00:07,HR,inf", "Value is not a finite number"),
-        ("00:07,HR,\"73\"", "Value is not a finite number"),
         ("00:07,HR,7\r3", "carriage return inside a line"),
     ],
 )
-def test_malformed_row_names_file_and_line(tmp_path, row, message):
+def test_malformed_file_names_file_and_line(tmp_path, row, message):
     stay(tmp_path, "5.txt", *minimal(5))
     path = stay(tmp_path, "7.txt", *minimal(7, "00:05,HR,70", row))
     where = re.escape(str(path))
     with pytest.raises(ValueError, match=rf"{where}, line 5\b.*{re.escape(message)}"):
         load_physionet2012(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("row", "message", "reason"),
+    [
+        ("00:07,HR,abc", "Value is not a finite number", "missing or non-numeric value"),
+        ("00:07,HR,", "Value is not a finite number", "missing or non-numeric value"),
+        ("00:07,HR,inf", "Value is not a finite number", "missing or non-numeric value"),
+        ("00:07,HR,\"73\"", "Value is not a finite number", "missing or non-numeric value"),
+        ("06:32,,2.7", "empty parameter name", "empty parameter name"),
+        ("06:32,,", "empty parameter name", "empty parameter name"),
+    ],
+)
+def test_malformed_row_skipped_with_a_warning_or_raised_when_strict(tmp_path, row, message, reason):
+    stay(tmp_path, "5.txt", *minimal(5))
+    path = stay(tmp_path, "7.txt", *minimal(7, "00:05,HR,70", row))
+    where = re.escape(str(path))
+    with pytest.raises(ValueError, match=rf"{where}, line 5\b.*{re.escape(message)}"):
+        load_physionet2012(tmp_path, strict=True)
+    with pytest.warns(UserWarning, match=rf"dropped 1 row\(s\): 1 with an? {reason} in 1 file\(s\), first {where}, line 5"):
+        long = load_physionet2012(tmp_path)
+    assert long["HR"].dropna().tolist() == [70.0]
+    assert len(long) == 3  # the time-0 rows of both stays and 00:05; the malformed row left nothing
+
+
+def test_official_empty_parameter_lines_load_with_the_defaults():
+    """Lines like set-c's ``06:32,,2.7`` (2,403 of them in 1,594 of its 4,000 files) are skipped and counted."""
+    fixture = DATA / "set-c-like"  # two stays written in the official format, with such lines
+    with pytest.warns(UserWarning) as record:
+        long = load_physionet2012(fixture)
+    assert len(record) == 1  # one warning for every dropped row
+    text = str(record[0].message)
+    assert text.startswith("dropped 4 row(s): 3 with an empty parameter name in 2 file(s)")
+    assert "1 with a missing or non-numeric value in 1 file(s)" in text and "900002.txt, line 9" in text
+    assert long["RecordID"].unique().tolist() == [900001, 900002]
+    assert long.loc[long["RecordID"] == 900001, "K"].dropna().tolist() == [4.1]
+    assert long["Temp"].isna().all() and long["HR"].dropna().tolist() == [73.0, 88.0]
+    with pytest.raises(ValueError, match=r"900001.txt, line 9 \('06:32,,2.7'\): empty parameter name"):
+        load_physionet2012(fixture, strict=True)
 
 
 def test_malformed_member_of_archive_is_named(tmp_path):
@@ -212,7 +251,7 @@ def test_malformed_member_of_archive_is_named(tmp_path):
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     with pytest.raises(ValueError, match=rf"{re.escape(str(archive))}:set-x/7.txt, line 3"):
-        load_physionet2012(archive)
+        load_physionet2012(archive, strict=True)
 
 
 def test_bad_header(tmp_path):
@@ -274,6 +313,8 @@ def test_bad_arguments():
         load_physionet2012(TARBALL, unknown="skip")
     with pytest.raises(ValueError, match="pass return_static=True"):
         load_physionet2012(TARBALL, outcomes=OUTCOMES)
+    with pytest.raises(TypeError, match="strict must be True or False"):
+        load_physionet2012(TARBALL, strict="yes")
 
 
 def test_bad_outcomes(tmp_path):

@@ -42,7 +42,7 @@ _RECORD_ID = len(VARIABLES)  # category code of the RecordID parameter
 _NEWLINE, _COMMA, _COLON, _CR = ord("\n"), ord(","), ord(":"), ord("\r")
 
 
-def load_physionet2012(path, *, outcomes=None, return_static=False, unknown="raise"):
+def load_physionet2012(path, *, outcomes=None, return_static=False, unknown="raise", strict=False):
     """Load PhysioNet 2012 ICU stays as one long frame, one row per (stay, observed minute).
 
     Parameters
@@ -62,7 +62,14 @@ def load_physionet2012(path, *, outcomes=None, return_static=False, unknown="rai
         Also return the static frame (see Returns). This flag alone decides the return type.
     unknown : {"raise", "ignore"}, default "raise"
         What to do with a parameter name outside :data:`VARIABLES` and ``RecordID``: raise a
-        ``ValueError`` naming the file, line and parameter, or drop the row.
+        ``ValueError`` naming the file, line and parameter, or drop the row (counted in the
+        warning described under Warns).
+    strict : bool, default False
+        What to do with a malformed row of a well-formed file: an empty parameter name (the
+        official set-c has 2,403 lines such as ``06:32,,2.7``, in 1,594 of its 4,000 files) or a
+        value that is missing or not a finite number. False skips such rows and counts them in
+        one warning; True raises a ``ValueError`` naming the file and line. A file whose
+        structure is wrong (header, number of fields, ``Time``) raises either way.
 
     Returns
     -------
@@ -86,7 +93,8 @@ def load_physionet2012(path, *, outcomes=None, return_static=False, unknown="rai
         ``path`` or ``outcomes`` does not exist.
     ValueError
         A file has a wrong header, a line without exactly three fields, a time that is not
-        ``HH:MM`` (one to three hour digits, minutes below 60), a value that is not a finite number, an unknown parameter
+        ``HH:MM`` (one to three hour digits, minutes below 60), an empty parameter name or a value
+        that is not a finite number (with ``strict=True``), an unknown parameter
         (with ``unknown="raise"``), no ``RecordID`` row, several ``RecordID`` rows or a non-integer
         one; two files share a ``RecordID``; no stay file was found; ``outcomes`` is given without
         ``return_static=True``, lacks columns or stays. Every message names the file (archive
@@ -97,7 +105,9 @@ def load_physionet2012(path, *, outcomes=None, return_static=False, unknown="rai
     UserWarning
         Stay files that are empty (zero bytes or the header only) are skipped, with a warning that
         names them. A stay whose rows are only ``RecordID`` and unknown descriptors is kept in the
-        static frame but has no row in ``long``.
+        static frame but has no row in ``long``. Rows that were dropped (malformed rows with
+        ``strict=False``, unknown parameters with ``unknown="ignore"``) are counted, by reason,
+        in one warning that also names the first such line.
 
     Notes
     -----
@@ -113,12 +123,14 @@ def load_physionet2012(path, *, outcomes=None, return_static=False, unknown="rai
     """
     if unknown not in UNKNOWN_CHOICES:
         raise ValueError(f"unknown must be one of {UNKNOWN_CHOICES}, got {unknown!r}")
+    if not isinstance(strict, (bool, np.bool_)):
+        raise TypeError(f"strict must be True or False, got {strict!r}")
     if outcomes is not None and not return_static:
         raise ValueError(
             "outcomes are joined onto the static frame: pass return_static=True with outcomes="
         )
     files = _read_stay_files(path)
-    record_ids, observations = _parse_stays(files, unknown)
+    record_ids, observations = _parse_stays(files, unknown, bool(strict))
     long = _aggregate(record_ids, *observations)
     if not return_static:
         return long
@@ -218,7 +230,7 @@ class _Lines:
         return f"{self.names[self.file[i]]}, line {self.line[i]} ({_show(raw)})"
 
 
-def _parse_stays(files, unknown):
+def _parse_stays(files, unknown, strict=False):
     """Parse all stays.
 
     Returns
@@ -226,8 +238,8 @@ def _parse_stays(files, unknown):
     record_ids : ndarray of int64, shape (n_files,)
     observations : tuple of four ndarrays, each of shape (n_observations,)
         ``(file, minute, code, value)``: index into ``record_ids``, minutes since admission, index
-        into :data:`VARIABLES`, value. RecordID rows, unknown parameters (with ``unknown="ignore"``)
-        and -1 descriptors are left out.
+        into :data:`VARIABLES`, value. RecordID rows, malformed rows (with ``strict=False``),
+        unknown parameters (with ``unknown="ignore"``) and -1 descriptors are left out.
     """
     lines = _Lines(*_split_bodies(files))
     first_commas = _check_fields(lines)
@@ -235,21 +247,47 @@ def _parse_stays(files, unknown):
     parameters, values = _read_parameters_values(lines)
     if len(values) != len(minutes):  # pragma: no cover - the field check makes this impossible
         raise RuntimeError(f"parsed {len(values)} rows from {len(minutes)} lines")
-    bad = np.flatnonzero(~np.isfinite(values))
-    if bad.size:
-        raise ValueError(f"{lines.where(bad[0])}: Value is not a finite number")
+    no_name = (parameters == "").to_numpy()
+    no_value = ~np.isfinite(values) & ~no_name
+    if strict:
+        bad = np.flatnonzero(no_name | no_value)
+        if bad.size:
+            why = "empty parameter name" if no_name[bad[0]] else "Value is not a finite number"
+            raise ValueError(f"{lines.where(bad[0])}: {why} (strict=True)")
     codes = parameters.cat.set_categories([*VARIABLES, "RecordID"]).cat.codes.to_numpy()
-    unknown_rows = np.flatnonzero(codes < 0)
+    malformed = no_name | no_value
+    unknown_rows = np.flatnonzero((codes < 0) & ~malformed)
     if unknown_rows.size and unknown == "raise":
         i = unknown_rows[0]
         raise ValueError(
             f"{lines.where(i)}: unknown parameter {parameters.iat[i]!r}"
             " (pass unknown='ignore' to drop such rows)"
         )
+    _warn_dropped(lines, parameters, no_name, no_value, unknown_rows)
+    codes = np.where(malformed, -1, codes)
     record_ids = _record_ids(lines, codes, values)
     keep = (codes >= 0) & (codes != _RECORD_ID) & ~((codes < len(DESCRIPTORS)) & (values == -1))
     observations = lines.file[keep], minutes[keep], codes[keep].astype(np.int64), values[keep]
     return record_ids, observations
+
+
+def _warn_dropped(lines: _Lines, parameters, no_name, no_value, unknown_rows) -> None:
+    """One warning counting the rows left out, by reason, with the first line of each."""
+    parts = []
+    for mask, why in ((no_name, "an empty parameter name"), (no_value, "a missing or non-numeric value")):
+        rows = np.flatnonzero(mask)
+        if rows.size:
+            files = len(np.unique(lines.file[rows]))
+            parts.append(f"{rows.size} with {why} in {files} file(s), first {lines.where(rows[0])}")
+    if unknown_rows.size:
+        names = sorted(map(str, pd.unique(parameters.iloc[unknown_rows].astype(str))))
+        shown = ", ".join(map(repr, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        parts.append(f"{unknown_rows.size} with an unknown parameter ({shown}; unknown='ignore'), "
+                     f"first {lines.where(unknown_rows[0])}")
+    if parts:
+        total = int(no_name.sum() + no_value.sum() + unknown_rows.size)
+        tail = " (pass strict=True to raise on malformed rows)" if no_name.any() or no_value.any() else ""
+        warnings.warn(f"dropped {total} row(s): " + "; ".join(parts) + tail, UserWarning, stacklevel=4)
 
 
 def _read_parameters_values(lines: _Lines) -> tuple[pd.Series, np.ndarray]:
