@@ -119,7 +119,7 @@ def test_the_last_coordinate_is_a_constant_log_speed():
     assert torch.all(rot(z)[:, -1] == 0)  # it never moves
     # only the speed differs: the field of the others scales by exp(0.5)
     base = rot.net(fast)[:, :4] + (fast @ rot.linear.T)[:, :4]
-    np.testing.assert_allclose(rot(fast)[:, :4].detach().numpy(), (base * np.exp(fast[:, -1:])).detach().numpy(),
+    np.testing.assert_allclose(rot(fast)[:, :4].detach().numpy(), (base * torch.exp(fast[:, -1:])).detach().numpy(),
                                rtol=1e-5, atol=1e-6)
 
 
