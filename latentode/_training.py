@@ -106,8 +106,33 @@ def evaluate_mse(model, series: SeriesSet, scaling: Scaling, batch_size: int, so
     return float(sq.sum() / n.sum()) if n.sum() > 0 else float("nan")
 
 
-def train_step(model, optimizer, batch: Batch, est, kl_weight: float, generator, solver) -> dict:
-    """One optimisation step on one batch; returns its statistics (loss, mse, kl, nfe)."""
+AUTO_CLIP_FACTOR = 5.0
+AUTO_CLIP_WINDOW = 50
+AUTO_CLIP_START = 5
+
+
+def clip_threshold(max_grad_norm, norms: list) -> float:
+    """The gradient-norm cap of the next step.
+
+    A number: that number. None: no cap. "auto": ``AUTO_CLIP_FACTOR`` (5) times the median
+    norm of the last ``AUTO_CLIP_WINDOW`` (50) steps, once ``AUTO_CLIP_START`` (5) steps
+    were seen, so that a rare spike (an exploding trajectory of one batch) moves the
+    weights no more than a typical step instead of wrecking Adam's moment estimates.
+    """
+    if max_grad_norm is None:
+        return float("inf")
+    if isinstance(max_grad_norm, str):
+        if len(norms) < AUTO_CLIP_START:
+            return float("inf")
+        return AUTO_CLIP_FACTOR * float(np.median(norms[-AUTO_CLIP_WINDOW:]))
+    return float(max_grad_norm)
+
+
+def train_step(model, optimizer, batch: Batch, est, kl_weight: float, generator, solver, norms=None) -> dict:
+    """One optimisation step on one batch; returns its statistics (loss, mse, kl, nfe).
+
+    ``norms``: the gradient norms (before clipping) of the steps so far; this step's is appended."""
+    norms = [] if norms is None else norms
     model.train()
     dyn, enc = model.decoder.dynamics, model.encoder
     nfe0, enc0 = dyn.nfe, enc.nfe
@@ -122,8 +147,8 @@ def train_step(model, optimizer, batch: Batch, est, kl_weight: float, generator,
             f"the training loss became {float(loss)}; lower lr (now {est.lr}) or tighten rtol/atol."
         )
     loss.backward()
-    clip = est.max_grad_norm if est.max_grad_norm is not None else float("inf")
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip_threshold(est.max_grad_norm, norms)))
+    norms.append(grad_norm)
     optimizer.step()
     stats.update(loss=float(loss.detach()), grad_norm=grad_norm, nfe_forward=nfe_fwd,
                  nfe_backward=dyn.nfe - nfe0 - nfe_fwd,
@@ -160,16 +185,17 @@ def lr_schedule(optimizer, decay: float = 1.0, kind: str = "exponential", total_
 
 
 def run_epoch(model, optimizer, series: SeriesSet, scaling: Scaling, est, epoch: int, rng, generator, solver,
-              device, scheduler=None) -> dict:
+              device, scheduler=None, norms=None) -> dict:
     """One pass over the training series in random batches; returns mean statistics.
 
-    ``scheduler`` (optional) is stepped after every optimisation step."""
+    ``scheduler`` (optional) is stepped after every optimisation step; ``norms`` collects the
+    gradient norms across epochs (for ``max_grad_norm="auto"``)."""
     order = rng.permutation(series.n_series)
     kl_weight = 1.0 if est.kl_warmup <= 0 else min(1.0, (epoch + 1) / est.kl_warmup)
     totals, n_batches, grad_max = {}, 0, 0.0
     for start in range(0, len(order), est.batch_size):
         batch = collate(series, order[start:start + est.batch_size], scaling, device)
-        stats = train_step(model, optimizer, batch, est, kl_weight, generator, solver)
+        stats = train_step(model, optimizer, batch, est, kl_weight, generator, solver, norms)
         if scheduler is not None:
             scheduler.step()
         for k, v in stats.items():
@@ -196,11 +222,12 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
     steps_per_epoch = max(1, math.ceil(train.n_series / est.batch_size))
     kind = "exponential" if est.lr_decay < 1 else est.lr_schedule
     scheduler = lr_schedule(optimizer, est.lr_decay, kind, est.max_epochs * steps_per_epoch, steps_per_epoch)
-    history, best, best_state, waited = [], np.inf, None, 0
+    history, best, best_state, waited, norms = [], np.inf, None, 0, []
     bar = tqdm(range(est.max_epochs), disable=not est.verbose, desc="fit", unit="epoch")
     for epoch in bar:
         t0 = time.perf_counter()
-        stats = run_epoch(model, optimizer, train, scaling, est, epoch, rng, generator, solver, device, scheduler)
+        stats = run_epoch(model, optimizer, train, scaling, est, epoch, rng, generator, solver, device, scheduler,
+                          norms)
         train_seconds = time.perf_counter() - t0
         v = evaluate_mse(model, valid, scaling, est.batch_size, solver, device) if valid is not None else np.nan
         record = {"epoch": epoch + 1, **stats, "valid_mse": v, "train_seconds": train_seconds,

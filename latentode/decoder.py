@@ -65,7 +65,9 @@ class LatentDynamics(nn.Module):
 
     ``init="mlp"`` (Rubanova et al.): an MLP with tanh. ``init="rotations"``: a learned
     linear term plus the MLP, ``f(z) = A z + mlp(z)``, with ``A`` starting as
-    :func:`rotation_matrix`, so the latent state oscillates at many frequencies from the
+    :func:`rotation_matrix` and kept stable (a skew-symmetric rotation part minus a
+    positive diagonal damping, so the linear part cannot grow a trajectory exponentially;
+    the MLP's part is bounded), so the latent state oscillates at many frequencies from the
     first step instead of having to grow them out of a near-zero field (which is what
     keeps a plain MLP field on a plateau for tens of epochs on periodic data).
     ``cycles``: the (lowest, highest) initial frequency, in cycles per time unit.
@@ -87,17 +89,26 @@ class LatentDynamics(nn.Module):
             a = torch.zeros(latent_dim, latent_dim)
             k = latent_dim - 1 if self.speed else latent_dim
             a[:k, :k] = rotation_matrix(k, cycles)
-            self.linear = nn.Parameter(a)
+            # A = (S - S^T) / 2 - diag(softplus(d)): a rotation part and a damping part, so the linear
+            # part stays stable (no eigenvalue with a positive real part) however it is trained
+            self.skew = nn.Parameter(0.5 * (a - a.T))
+            self.log_damping = nn.Parameter(torch.full((latent_dim,), math.log(math.expm1(ROTATION_DAMPING))))
             # the last coordinate is a log-speed: constant in time, it scales the whole field of its series
             self.register_buffer("moving", torch.cat([torch.ones(k), torch.zeros(latent_dim - k)]), persistent=False)
-        else:
-            self.linear = None
+        self.init = init
         self.nfe = 0
+
+    @property
+    def linear(self) -> torch.Tensor | None:
+        """The linear part A of the field, (latent_dim, latent_dim); None for ``init="mlp"``."""
+        if self.init != "rotations":
+            return None
+        return 0.5 * (self.skew - self.skew.T) - torch.diag(nn.functional.softplus(self.log_damping))
 
     def forward(self, z):
         self.nfe += 1
         out = self.net(z)
-        if self.linear is None:
+        if self.init != "rotations":
             return out
         out = out + z @ self.linear.T
         if self.speed:
