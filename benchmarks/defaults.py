@@ -183,18 +183,60 @@ def machine() -> dict:
             "cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
 
 
+def curve_flags(valid: list, warmup: int = 10) -> dict:
+    """``plateau``: the best validation MSE is above 0.9 times the first epoch's (training never left
+    where it started); ``max_jump``: the largest ratio between consecutive epochs' validation MSE after
+    the KL warm-up (``warmup`` epochs)."""
+    v = np.asarray([x for x in valid if x is not None and np.isfinite(x)], dtype=float)
+    if len(v) < 2:
+        return {"plateau": False, "max_jump": float("nan")}
+    after = v[max(warmup - 1, 0):]
+    ratios = np.maximum(after[1:] / after[:-1], after[:-1] / after[1:]) if len(after) > 1 else np.array([1.0])
+    return {"plateau": bool(v.min() > 0.9 * v[0]), "max_jump": float(ratios.max())}
+
+
 def table(rows: list[dict]) -> str:
     """Markdown table: one row per dataset and seed."""
     head = ("| dataset | seed | vars | series | impute MSE | best baseline | ratio | forecast MSE | best baseline "
-            "| ratio | epochs | fit CPU s |")
-    lines = [head, "|" + "---|" * 12]
+            "| ratio | epochs | fit CPU s | plateau | max jump |")
+    lines = [head, "|" + "---|" * 14]
     for r in rows:
         i, f = r["impute"], r["forecast"]
+        flags = curve_flags(r["valid_mse"])
         lines.append(f"| {r['dataset']} | {r['seed']} | {r['n_features']} | {r['n_series']} | {i['model']:.4f} | "
                      f"{i[i['best_baseline']]:.4f} ({i['best_baseline']}) | {i['ratio']:.2f} | {f['model']:.4f} | "
                      f"{f[f['best_baseline']]:.4f} ({f['best_baseline']}) | {f['ratio']:.2f} | {r['epochs']} | "
-                     f"{r['fit_cpu_s']:.0f} |")
+                     f"{r['fit_cpu_s']:.0f} | {'yes' if flags['plateau'] else 'no'} | {flags['max_jump']:.2f} |")
     return "\n".join(lines)
+
+
+def summary(rows: list[dict]) -> str:
+    """Markdown table: per dataset, the mean and worst ratio over seeds for both tasks, and the mean fit cost."""
+    lines = ["| dataset | seeds | impute ratio, mean (worst) | forecast ratio, mean (worst) | fit CPU s, mean | epochs |",
+             "|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        rs = [r for r in rows if r["dataset"] == name]
+        imp = [r["impute"]["ratio"] for r in rs]
+        fc = [r["forecast"]["ratio"] for r in rs]
+        lines.append(f"| {name} | {len(rs)} | {np.mean(imp):.2f} ({max(imp):.2f}) | {np.mean(fc):.2f} ({max(fc):.2f}) | "
+                     f"{np.mean([r['fit_cpu_s'] for r in rs]):.0f} | {np.mean([r['epochs'] for r in rs]):.0f} |")
+    return "\n".join(lines)
+
+
+def report(paths) -> str:
+    """The BENCHMARKS.md section of one or more result files (rows concatenated)."""
+    rows, machines, commands = [], [], []
+    for p in paths:
+        d = json.loads(Path(p).read_text())
+        rows += d["rows"]
+        machines.append(d["machine"])
+        commands.append(d["command"])
+    m = machines[0]
+    return "\n\n".join([
+        summary(rows),
+        f"Machine: {m['platform']}, {m['cpu_count']} cores, torch {m['torch']}, one thread per process. "
+        "Commands: " + "; ".join(f"`{c}`" for c in dict.fromkeys(commands)) + ".",
+        table(rows)])
 
 
 def main(argv=None):
@@ -208,7 +250,12 @@ def main(argv=None):
                     help="an estimator setting to override (the scoreboard itself uses none)")
     ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/defaults[-NAME].json)")
     ap.add_argument("--name", default=None)
+    ap.add_argument("--report", default=None, metavar="A.json,B.json",
+                    help="print the markdown of these result files instead of running")
     a = ap.parse_args(argv)
+    if a.report:
+        print(report(a.report.split(",")))
+        return None
     params = {}
     for p in a.param:
         k, _, v = p.partition("=")

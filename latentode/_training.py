@@ -69,21 +69,13 @@ def train_encoder_mask(batch: Batch, mask_fraction: float, forecast_fraction: fl
     return batch.m * keep * before.unsqueeze(-1).to(dt)
 
 
-def heldout_errors(model, series: SeriesSet, scaling: Scaling, batch_size: int, solver, device,
-                   seed: int = HOLDOUT_SEED):
-    """Squared errors (standardised units) on :func:`holdout_mask`'s values, the encoder seeing the rest.
+def _heldout_batches(model, series: SeriesSet, scaling: Scaling, batch_size: int, solver, device, seed: int):
+    """Per batch: (full, seen, xhat, r, outside) on :func:`holdout_mask`'s values (encoder sees the rest)."""
+    from ._blend import reference_and_regime
 
-    Returns
-    -------
-    sq, n : numpy.ndarray, shape (n_features,)
-        Per variable: the weighted sum of squared errors and the sum of weights of the
-        held-out values (``model.variable_weight``; 1 each by default).
-    """
-    n_f = series.values.shape[1]
-    sq, n = np.zeros(n_f), np.zeros(n_f)
     held = holdout_mask(series, seed)
     if not held.any():
-        return sq, n
+        return
     visible = hide(series, held)
     model.eval()
     with torch.no_grad():
@@ -93,10 +85,47 @@ def heldout_errors(model, series: SeriesSet, scaling: Scaling, batch_size: int, 
             seen = collate(visible, idx, scaling, device)
             mu, _, t0, ref = model.encode(seen.t, seen.x, seen.m)
             xhat = model.decode(mu.unsqueeze(0), full.t, t0, ref, **solver)[0]
-            target = (full.m - seen.m) * model.variable_weight
-            sq += ((xhat - full.x).pow(2) * target).sum(dim=(0, 1)).double().cpu().numpy()
-            n += target.sum(dim=(0, 1)).double().cpu().numpy()
+            r, outside = reference_and_regime(seen.t, seen.x, seen.m, full.t)
+            yield full, seen, xhat, r, outside
+
+
+def heldout_errors(model, series: SeriesSet, scaling: Scaling, batch_size: int, solver, device,
+                   seed: int = HOLDOUT_SEED, blend=None):
+    """Squared errors (standardised units) on :func:`holdout_mask`'s values, the encoder seeing the rest.
+
+    ``blend`` (2, n_features) or None: the gate of :mod:`latentode._blend` applied to the predictions.
+
+    Returns
+    -------
+    sq, n : numpy.ndarray, shape (n_features,)
+        Per variable: the weighted sum of squared errors and the sum of weights of the
+        held-out values (``model.variable_weight``; 1 each by default).
+    """
+    from ._blend import apply_blend
+
+    n_f = series.values.shape[1]
+    sq, n = np.zeros(n_f), np.zeros(n_f)
+    for full, seen, xhat, r, outside in _heldout_batches(model, series, scaling, batch_size, solver, device, seed):
+        xhat = apply_blend(xhat, r, outside, blend)
+        target = (full.m - seen.m) * model.variable_weight
+        sq += ((xhat - full.x).pow(2) * target).sum(dim=(0, 1)).double().cpu().numpy()
+        n += target.sum(dim=(0, 1)).double().cpu().numpy()
     return sq, n
+
+
+def heldout_values(model, series: SeriesSet, scaling: Scaling, batch_size: int, solver, device,
+                   seed: int = HOLDOUT_SEED):
+    """The held-out values as flat arrays, to fit the gate: y, model, interpolation, outside, feature index."""
+    parts = []
+    for full, seen, xhat, r, outside in _heldout_batches(model, series, scaling, batch_size, solver, device, seed):
+        sel = ((full.m - seen.m) > 0).cpu().numpy()
+        feat = np.broadcast_to(np.arange(sel.shape[-1]), sel.shape)
+        parts.append([a.cpu().double().numpy()[sel] if torch.is_tensor(a) else a[sel]
+                      for a in (full.x, xhat, r, outside, feat)])
+    if not parts:
+        return [np.empty(0)] * 3 + [np.empty(0, bool), np.empty(0, np.int64)]
+    y, m, r, out, f = (np.concatenate(c) for c in zip(*parts))
+    return y, m, r, out.astype(bool), f.astype(np.int64)
 
 
 def evaluate_mse(model, series: SeriesSet, scaling: Scaling, batch_size: int, solver, device,

@@ -17,7 +17,8 @@ from ._frame import SeriesSet, TimeKind, group_points, validate_frame
 from ._queries import interval_columns, resolve_queries, time_values
 from ._validation import (InputTypeError, InputValueError, check_choice, check_number, resolve_device,
                           resolve_threads, torch_threads)
-from ._training import SCHEDULES, evaluate_mse, fit_loop, heldout_errors
+from ._training import SCHEDULES, fit_loop, heldout_errors, heldout_values
+from ._blend import apply_blend, fit_blend, reference_and_regime
 from ._windows import auto_window, cut_windows, query_windows
 from .decoder import DYNAMICS_INIT, METHODS, ROTATION_CYCLES
 from ._timescale import characteristic_cycles
@@ -182,6 +183,15 @@ class LatentODERegressor(BaseEstimator):
         Epochs without improvement of the validation MSE before stopping (counted after
         the KL warm-up); the best weights are restored. None: no stopping (the best
         weights are still restored).
+    blend : {"auto", None}, default="auto"
+        "auto": after training, a gate per variable between the model's read-out and the
+        linear interpolation in time of the context's values (the last value past the
+        end) is fitted by least squares on held-out values of the validation series, one
+        weight inside the variable's observed span (imputation) and one outside it
+        (forecasting), each in [0, 1] (``blend_``; :mod:`latentode._blend`). Where the
+        model beats interpolation the weight is 1; on dense, smooth data an undertrained
+        model is pulled towards interpolation instead of losing to it. None: the read-out
+        alone.
     window : "auto", None, float or duration, default="auto"
         Train and predict long series in windows of this length (a number in the time
         column's units, or a duration such as ``"30D"`` for datetimes). Training windows
@@ -215,6 +225,9 @@ class LatentODERegressor(BaseEstimator):
         The likelihood weight of each variable in training (see ``variable_weight``).
     adjoint_ : bool
         Whether training used the adjoint (see ``adjoint``).
+    blend_ : ndarray of shape (2, n_features) or None
+        The gate of ``blend``: row 0 inside each variable's observed span, row 1 outside
+        (1 = the model alone, 0 = interpolation alone).
     noise_std_ : ndarray of shape (n_features,)
         The observation noise std of each variable used by intervals and samples
         (standardised units; see ``noise_std``).
@@ -246,7 +259,7 @@ class LatentODERegressor(BaseEstimator):
                  max_epochs=20, batch_size=50, lr=1e-2, weight_decay=0.0, lr_schedule="cosine", lr_decay=1.0,
                  max_grad_norm="auto",
                  validation_fraction=0.1,
-                 patience=10, window="auto", n_threads="auto", device="auto", random_state=None, verbose=0):
+                 patience=10, blend="auto", window="auto", n_threads="auto", device="auto", random_state=None, verbose=0):
         self.id_col = id_col
         self.time_col = time_col
         self.value_cols = value_cols
@@ -281,6 +294,7 @@ class LatentODERegressor(BaseEstimator):
         self.max_grad_norm = max_grad_norm
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.blend = blend
         self.window = window
         self.n_threads = n_threads
         self.device = device
@@ -295,6 +309,8 @@ class LatentODERegressor(BaseEstimator):
         check_choice("dynamics_init", self.dynamics_init, DYNAMICS_INIT)
         check_choice("loss_on", self.loss_on, ("all", "hidden"))
         check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
+        if self.blend is not None:
+            check_choice("blend", self.blend, ("auto",))
         check_choice("anchor", self.anchor, ANCHORS)
         if self.center is not None:
             check_choice("center", self.center, CENTERS)
@@ -461,15 +477,24 @@ class LatentODERegressor(BaseEstimator):
             self.history_ = fit_loop(self.module_, train, valid, self.scaling_, self, rng, generator,
                                      self._solver(), self.device_)
         self.module_.eval()
+        scored = valid if valid is not None else train
+        self.blend_ = None
+        if self.blend == "auto":
+            y, m, r, outside, feat = heldout_values(self.module_, scored, self.scaling_, max(self.batch_size, 256),
+                                                    self._solver(), self.device_)
+            if len(y):
+                alpha = fit_blend(y, m, r, outside, feat)
+                self.blend_ = np.ones((2, self.n_features_in_))
+                self.blend_[:, :alpha.shape[1]] = alpha
         if isinstance(self.noise_std, str):  # "auto": the noise of the predictions is what they miss by
-            self._estimate_noise(valid if valid is not None else train)
+            self._estimate_noise(scored)
         self.noise_std_ = self.module_.decoder.noise_std.detach().cpu().double().numpy()
         return self
 
     def _estimate_noise(self, series: SeriesSet):
         """Set the decoder's noise std of each variable to the RMS error on ``series``' held-out values."""
         sq, n = heldout_errors(self.module_, series, self.scaling_, max(self.batch_size, 256), self._solver(),
-                               self.device_)
+                               self.device_, blend=self.blend_)
         w = self.module_.variable_weight.detach().cpu().double().numpy()
         rms = np.sqrt(np.divide(sq, n, out=np.full_like(sq, np.nan), where=n > 0))
         rms = np.where(np.isfinite(rms) & (w > 0), rms, np.sqrt(sq.sum() / n.sum()) if n.sum() > 0 else TRAIN_NOISE)
@@ -529,6 +554,8 @@ class LatentODERegressor(BaseEstimator):
                 q = [(times[offsets[i]:offsets[i + 1]] - context.origin[i]) / scale for i in idx]
                 tq, lengths = pad_queries(q, self.device_)
                 xhat = model.decode(z0, tq, t0, ref, **solver)
+                if self.blend_ is not None:
+                    xhat = apply_blend(xhat, *reference_and_regime(ref.t, ref.x, ref.m, tq), self.blend_)
                 if n_samples:
                     eps = torch.randn(xhat.shape, generator=generator, device=xhat.device, dtype=xhat.dtype)
                     xhat = xhat + model.decoder.noise_std * eps
@@ -725,8 +752,9 @@ class LatentODERegressor(BaseEstimator):
         """
         check_is_fitted(self)
         series = self._windowed(self._validate(X).series.observed_only(), 1.0)
-        mse = evaluate_mse(self.module_, series, self.scaling_, max(self.batch_size, 256), self._solver(),
-                           self.device_)
+        sq, n = heldout_errors(self.module_, series, self.scaling_, max(self.batch_size, 256), self._solver(),
+                               self.device_, blend=getattr(self, "blend_", None))
+        mse = float(sq.sum() / n.sum()) if n.sum() > 0 else float("nan")
         if not np.isfinite(mse):
             raise ValueError("X has no held-out values to score (every series too short or empty).")
         return -mse
@@ -744,7 +772,8 @@ class LatentODERegressor(BaseEstimator):
             "time_kind": {"kind": self.time_kind_.kind, "tz": self.time_kind_.tz},
             "scaling": self.scaling_.to_dict(),
             "variable_weight": [float(w) for w in self.variable_weight_],
-            "window": self.window_, "adjoint": bool(self.adjoint_), "rotation_cycles": self.rotation_cycles_,
+            "window": self.window_, "adjoint": bool(self.adjoint_),
+            "blend": None if self.blend_ is None else np.asarray(self.blend_).tolist(), "rotation_cycles": self.rotation_cycles_,
             "history": self.history_,
         }
 
@@ -782,6 +811,7 @@ class LatentODERegressor(BaseEstimator):
         self.variable_weight_ = np.asarray(cfg.get("variable_weight", np.ones(self.n_features_in_)), dtype=float)
         self.history_ = cfg["history"]
         self.window_ = cfg.get("window")
+        self.blend_ = None if cfg.get("blend") is None else np.asarray(cfg["blend"], dtype=float)
         self.rotation_cycles_ = tuple(cfg["rotation_cycles"]) if cfg.get("rotation_cycles") else None
         self.noise_std_ = None  # set from the weights below
         self.adjoint_ = bool(cfg.get("adjoint", True))

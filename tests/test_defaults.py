@@ -301,3 +301,51 @@ def test_auto_clipping_caps_a_spike_at_five_medians(synth, monkeypatch):
     assert _training.clip_threshold("auto", [1.0, 2.0, 3.0, 4.0, 100.0]) == pytest.approx(15.0)
     assert _training.clip_threshold(None, [1.0] * 10) == float("inf")
     assert _training.clip_threshold(2.5, []) == 2.5
+
+
+# ---------------------------------------------------------------------------- blend="auto"
+def test_fit_blend_recovers_the_least_squares_gate():
+    from latentode._blend import fit_blend
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    r, m = rng.standard_normal(n), rng.standard_normal(n)
+    outside = rng.random(n) < 0.5
+    feature = rng.integers(0, 2, n)
+    true = np.where(outside, 0.8, 0.3)
+    y = r + true * (m - r) + 0.01 * rng.standard_normal(n)
+    alpha = fit_blend(y, m, r, outside, feature)
+    np.testing.assert_allclose(alpha, [[0.3, 0.3], [0.8, 0.8]], atol=0.02)
+    assert fit_blend(y, m, r + 5 * (m - r), outside, feature).max() <= 1.0  # clipped
+
+
+def test_blend_pulls_predictions_towards_interpolation(synth):
+    df, _ = synth
+    est = LatentODERegressor(**dict(TINY, validation_fraction=0.3)).fit(df)
+    assert est.blend_.shape == (2, 3) and ((0 <= est.blend_) & (est.blend_ <= 1)).all()
+    raw = LatentODERegressor(**dict(TINY, validation_fraction=0.3, blend=None)).fit(df)
+    assert raw.blend_ is None
+    # the same weights with the gate set by hand to 0: the prediction is linear interpolation (constant beyond)
+    from latentode.baselines import baseline_predict
+
+    est.blend_ = np.zeros((2, 3))
+    one = df[df["id"] == df["id"].iloc[0]]
+    t = one["time"]
+    inner = pd.DataFrame({"id": one["id"].iloc[0], "time": t.min() + (t.max() - t.min()) * np.array([0.3, 0.6])})
+    pred = est.predict(one, times=inner)
+    lin = baseline_predict(one, inner, "linear")
+    np.testing.assert_allclose(pred[["v1", "v2", "v3"]].to_numpy(), lin[["v1", "v2", "v3"]].to_numpy(), rtol=1e-4,
+                               atol=1e-4)
+    est.blend_ = np.ones((2, 3))
+    far = est.predict(one, times=inner)
+    raw_pred = far[["v1", "v2", "v3"]].to_numpy()
+    assert not np.allclose(raw_pred, lin[["v1", "v2", "v3"]].to_numpy(), atol=1e-3)
+
+
+def test_blend_survives_save_and_load(synth, tmp_path):
+    df, _ = synth
+    est = LatentODERegressor(**dict(TINY, validation_fraction=0.3)).fit(df)
+    est.save(tmp_path / "m")
+    back = LatentODERegressor.load(tmp_path / "m")
+    np.testing.assert_allclose(back.blend_, est.blend_)
+    np.testing.assert_allclose(back.predict(df)[["v1"]].to_numpy(), est.predict(df)[["v1"]].to_numpy(), rtol=1e-5)
