@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +20,13 @@ from ._frame import SeriesSet, TimeKind, group_points, validate_frame
 from ._queries import interval_columns, resolve_queries, time_values
 from ._validation import check_choice, check_number, resolve_device
 from ._training import evaluate_mse, fit_loop
-from .decoder import METHODS
+from ._solvers import check_method
 from .encoders import ANCHORS, ENCODERS
 from .model import CENTERS, LatentODE
 from .priors import PRIORS
 
 _FORMAT_VERSION = 1
+_SAVED_FILES = ("config.json", "weights.pt")
 
 
 class LatentODERegressor(BaseEstimator):
@@ -54,7 +58,11 @@ class LatentODERegressor(BaseEstimator):
     prior_options : dict or None, default=None
         Keyword options of the prior (see :mod:`latentode.priors`).
     method : str, default="dopri5"
-        torchdiffeq solver for the latent ODE. Adaptive methods use ``rtol``/``atol``.
+        torchdiffeq solver for the latent ODE, one of :data:`latentode.decoder.METHODS`.
+        Adaptive methods (dopri5, dopri8, bosh3, fehlberg2, adaptive_heun) use ``rtol``/``atol``
+        per series; fixed-step ones (euler, midpoint, heun2, heun3, rk4) use ``step_size``.
+        ``explicit_adams`` and ``implicit_adams`` are not accepted: their step history spans
+        the rate jumps of the decoder's time change and their error grows to 1e5 and 6e-2.
     rtol, atol : float, default=1e-3, 1e-4
     adjoint : bool, default=True
         ``odeint_adjoint`` (memory flat in the number of solver steps, backward solve
@@ -62,7 +70,13 @@ class LatentODERegressor(BaseEstimator):
         grows with the steps).
     max_num_steps : int, default=1000
         Cap on adaptive solver steps per output interval: stiff or exploding dynamics end
-        in a :class:`~latentode.decoder.SolverError` instead of a hang.
+        in a :class:`~latentode.decoder.SolverError` instead of a hang. Counted by the field
+        itself, so it also holds in the adjoint's backward solve and under ``python -O``.
+    step_size : float, default=0.1
+        Largest step of a fixed-step ``method``, in model time units (the median series
+        span is 1): each output interval is split into equal steps no longer than this, so
+        a value does not depend on which other times are queried. Smaller is more accurate
+        and slower; ignored by adaptive methods.
     noise_std : float or None, default=None
         Observation noise standard deviation in standardised units (1 = the variable's
         standard deviation). None learns one per variable. A learned noise can absorb
@@ -103,7 +117,8 @@ class LatentODERegressor(BaseEstimator):
         state at the series' last observation; the ODE runs backwards to earlier queries
         and forwards to later ones, so the latest values need not travel through the
         whole series (suits forecasting). The prior is over z0 either way;
-        :meth:`sample_prior` decodes its draws from the window origin.
+        :meth:`sample_prior` decodes its draws from the earliest time (origin) or backwards
+        from the latest (last).
     center : {None, "last", "mean", "interp"}, default=None
         What the decoder's read-out of each variable is relative to. None (Rubanova et al.):
         the training mean, so z0 must carry every variable's level. "last": each series'
@@ -121,6 +136,9 @@ class LatentODERegressor(BaseEstimator):
         the quickstart's smooth synthetic series (learned noise) "mean" gave imputation MSE
         0.41, "last" 0.54 and "interp" 0.23 (linear interpolation alone: 0.237), against
         0.092 without centring (``python examples/quickstart.py --center mean``, seed 0).
+        Losses, ELBOs and log-likelihoods are not comparable across ``center`` settings: with a
+        centre the model is a density of the values given their reference, which is built from
+        the data (see :func:`latentode.evaluation.heldout_log_likelihood`).
     max_epochs, batch_size : int, default=100, 50
     lr, weight_decay : float, default=1e-2, 0.0
         Adam settings.
@@ -134,7 +152,8 @@ class LatentODERegressor(BaseEstimator):
         clipping is recorded in ``history_`` either way (``grad_norm``: the epoch mean,
         ``grad_norm_max``), which is how to choose a value.
     validation_fraction : float, default=0.1
-        Share of series held out for early stopping (0 disables it).
+        Share of series held out for early stopping (0 disables it); at least one series
+        is always kept for training.
     patience : int or None, default=30
         Epochs without improvement of the validation MSE before stopping (counted after
         the KL warm-up); the best weights are restored. None: no stopping (the best
@@ -178,6 +197,7 @@ class LatentODERegressor(BaseEstimator):
                  rtol=1e-3, atol=1e-4, adjoint=True, max_num_steps=1000, noise_std=None, n_samples=1, kl_warmup=10,
                  mask_fraction=0.2, forecast_fraction=0.5, loss_on="all", variable_weight=None, anchor="origin",
                  center=None,
+                 step_size=0.1,
                  max_epochs=100, batch_size=50, lr=1e-2, weight_decay=0.0, lr_decay=1.0, max_grad_norm=None,
                  validation_fraction=0.1,
                  patience=30, device="auto", random_state=None, verbose=0):
@@ -196,6 +216,7 @@ class LatentODERegressor(BaseEstimator):
         self.atol = atol
         self.adjoint = adjoint
         self.max_num_steps = max_num_steps
+        self.step_size = step_size
         self.noise_std = noise_std
         self.n_samples = n_samples
         self.kl_warmup = kl_warmup
@@ -217,11 +238,22 @@ class LatentODERegressor(BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
+    def __sklearn_tags__(self):
+        """Input is one long DataFrame (id, time, variables; NaN = not observed), not a 2-D array."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.allow_nan = True
+        tags.input_tags.string = True        # ids may be strings
+        tags.input_tags.categorical = True   # and categories
+        tags.target_tags.required = False    # the targets are the observed values
+        tags.non_deterministic = False       # with random_state set
+        return tags
+
     # ------------------------------------------------------------------ validation
     def _validate_params(self):
         check_choice("encoder", self.encoder, ENCODERS)
         check_choice("prior", self.prior, PRIORS)
-        check_choice("method", self.method, METHODS)
+        check_method("method", self.method)
         check_choice("loss_on", self.loss_on, ("all", "hidden"))
         check_choice("anchor", self.anchor, ANCHORS)
         if self.center is not None:
@@ -238,7 +270,7 @@ class LatentODERegressor(BaseEstimator):
         check_number("kl_warmup", self.kl_warmup, low=0, integer=True)
         check_number("noise_std", self.noise_std, low=0, low_open=True, allow_none=True)
         check_number("patience", self.patience, low=1, integer=True, allow_none=True)
-        for name in ("rtol", "atol", "lr"):
+        for name in ("rtol", "atol", "lr", "step_size"):
             check_number(name, getattr(self, name), low=0, low_open=True)
         check_number("weight_decay", self.weight_decay, low=0)
         check_number("lr_decay", self.lr_decay, low=0, high=1, low_open=True)
@@ -253,7 +285,12 @@ class LatentODERegressor(BaseEstimator):
 
     def _solver(self) -> dict:
         return dict(method=self.method, rtol=self.rtol, atol=self.atol, adjoint=bool(self.adjoint),
-                    max_num_steps=self.max_num_steps)
+                    max_num_steps=self.max_num_steps, step_size=self.step_size)
+
+    def _set_variable_weight(self) -> None:
+        """Copy ``variable_weight_`` into the module's (non-persistent) buffer, after fit or a load."""
+        self.module_.variable_weight = torch.as_tensor(self.variable_weight_, dtype=torch.float32,
+                                                       device=self.device_)
 
     def _build_module(self) -> LatentODE:
         return LatentODE(self.n_features_in_, self.latent_dim, self.encoder, self.encoder_dim, self.width,
@@ -323,7 +360,7 @@ class LatentODERegressor(BaseEstimator):
             valid = self._validate(validation_data, "validation_data").series.observed_only()
             train = series
         else:
-            n_valid = int(round(self.validation_fraction * n)) if n > 1 else 0
+            n_valid = min(int(round(self.validation_fraction * n)), n - 1)  # keep a training series
             perm = rng.permutation(n)
             valid = series.subset(np.sort(perm[:n_valid])) if n_valid else None
             train = series.subset(np.sort(perm[n_valid:])) if n_valid else series
@@ -334,8 +371,7 @@ class LatentODERegressor(BaseEstimator):
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             self.module_ = self._build_module().to(self.device_)
-            self.module_.variable_weight = torch.as_tensor(self.variable_weight_, dtype=torch.float32,
-                                                           device=self.device_)
+            self._set_variable_weight()
             generator = torch.Generator(device=self.device_).manual_seed(seed)
             self.history_ = fit_loop(self.module_, train, valid, self.scaling_, self, rng, generator,
                                      self._solver(), self.device_)
@@ -504,7 +540,8 @@ class LatentODERegressor(BaseEstimator):
         Parameters
         ----------
         times : 1-D sequence of times (the fitted kind)
-            The first (earliest) time is where z0 sits.
+            Where z0 sits: the earliest time, or with ``anchor="last"`` the latest (the
+            prior is over the state at the last observation; the draws are decoded backwards).
         n_samples : int, default=10
         noise : bool, default=True
             Add observation noise (else the decoded means).
@@ -522,7 +559,8 @@ class LatentODERegressor(BaseEstimator):
         gen = self._generator(random_state)
         model = self.module_
         order = np.argsort(t, kind="stable")
-        rel = (t[order] - t[order[0]]) / self.scaling_.time_scale
+        start = t[order[-1]] if self.anchor == "last" else t[order[0]]
+        rel = (t[order] - start) / self.scaling_.time_scale
         with torch.no_grad():
             z0 = model.prior.sample(n_samples, generator=gen).to(self.device_)
             tq = torch.as_tensor(rel, dtype=z0.dtype, device=self.device_).unsqueeze(0)
@@ -605,12 +643,33 @@ class LatentODERegressor(BaseEstimator):
         }
 
     def save(self, path):
-        """Save to a directory: ``config.json`` (parameters, columns, scalers, history) and ``weights.pt``."""
+        """Save to a directory: ``config.json`` (parameters, columns, scalers, history) and ``weights.pt``.
+
+        Atomic: both files are written to a temporary directory beside ``path``, which then
+        replaces ``path``, so a save interrupted midway leaves a model saved there before
+        loadable. An existing ``path`` must be a saved model or empty (``FileExistsError``
+        otherwise: nothing else in it is deleted).
+        """
         check_is_fitted(self)
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "config.json").write_text(json.dumps(self._fitted_config(), indent=1, default=float))
-        torch.save({k: v.detach().cpu() for k, v in self.module_.state_dict().items()}, path / "weights.pt")
+        if path.exists() and (not path.is_dir() or set(p.name for p in path.iterdir()) - set(_SAVED_FILES)):
+            raise FileExistsError(f"path={str(path)!r} exists and is not a saved LatentODERegressor "
+                                  f"(only {list(_SAVED_FILES)} may be in it); choose another path.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            (tmp / "config.json").write_text(json.dumps(self._fitted_config(), indent=1, default=float))
+            torch.save({k: v.detach().cpu() for k, v in self.module_.state_dict().items()}, tmp / "weights.pt")
+            old = None
+            if path.exists():
+                old = path.with_name(tmp.name + ".old")
+                os.replace(path, old)
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         return path
 
     @classmethod
@@ -638,6 +697,7 @@ class LatentODERegressor(BaseEstimator):
         self.history_ = cfg["history"]
         self.device_ = resolve_device(device)
         self.module_ = self._build_module().to(self.device_).eval()
+        self._set_variable_weight()
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -653,4 +713,5 @@ class LatentODERegressor(BaseEstimator):
             self.device_ = torch.device("cpu")
             self.module_ = self._build_module().eval()
             self.module_.load_state_dict(module_state)
+            self._set_variable_weight()
 
