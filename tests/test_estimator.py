@@ -152,7 +152,7 @@ def test_save_is_atomic(fitted, synth, tmp_path, monkeypatch):
     df = synth[0]
     path = fitted.save(tmp_path / "model")
     ref = LatentODERegressor.load(path).predict(df)
-    other = LatentODERegressor(**dict(TINY, max_epochs=1, random_state=5)).fit(df)
+    other = LatentODERegressor(**dict(TINY, max_epochs=1, latent_dim=2)).fit(df)   # weights of another shape
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
