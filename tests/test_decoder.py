@@ -219,7 +219,8 @@ class L(nn.Module):
         return z @ s.a.T * s.gain
 dyn.net = L(torch.tensor([[-1e4, 0.0], [0.0, -1.0]]))
 with pytest.raises(SolverError):
-    decode_latent(dyn, torch.ones(1, 1, 2), torch.tensor([[10.0]]), rtol=1e-8, atol=1e-9, adjoint=False, max_num_steps=3)
+    decode_latent(dyn, torch.ones(1, 1, 2), torch.tensor([[10.0]]), rtol=1e-8, atol=1e-9, adjoint=False,
+                  max_num_steps=3)
 dyn.net = L(torch.tensor([[-1.0, 0.0], [0.0, -0.5]]))
 out = decode_latent(dyn, torch.ones(1, 1, 2, requires_grad=True), torch.tensor([[1.0]]), rtol=1e-6, atol=1e-7,
                     max_num_steps=30)
