@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import math
+import hashlib
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -24,25 +26,50 @@ HOLDOUT_RANDOM = 0.1
 HOLDOUT_SEED = 0
 
 
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a bijection of uint64 that scrambles every bit."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def value_uniforms(series: SeriesSet, seed: int = HOLDOUT_SEED) -> np.ndarray:
+    """A uniform draw in [0, 1) per (series id, time, variable), shape (n_points, n_features).
+
+    A hash of the id (blake2b of its ``str``), the time's bits, the variable's position
+    and ``seed``: the same value gets the same draw whatever the row order, the other series
+    or the process.
+    """
+    ids = np.array([int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8).digest(), "little")
+                    for i in series.ids], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        key = _mix64(ids[series.point_series()] ^ _mix64(series.time.astype(np.float64).view(np.uint64)))
+        cols = _mix64(np.arange(series.values.shape[1], dtype=np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B9))
+        bits = _mix64(key[:, None] ^ cols[None, :])
+    return (bits >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
 def holdout_mask(series: SeriesSet, seed: int = HOLDOUT_SEED) -> np.ndarray:
     """Reproducible held-out observed values, used by ``score`` and early stopping.
 
     A value is held out when it lies in the last ``HOLDOUT_TAIL`` (20%) of its series'
-    window (forecasting) or, elsewhere, with probability ``HOLDOUT_RANDOM`` (10%) from a
-    generator seeded with ``seed`` (imputation).
+    window (forecasting) or, elsewhere, with probability ``HOLDOUT_RANDOM`` (10%) by
+    :func:`value_uniforms` (imputation): the subset depends on the values' (id, time,
+    variable), not on the order of the rows.
 
     Returns
     -------
     numpy.ndarray of bool, shape (n_points, n_features)
     """
     observed = ~np.isnan(series.values)
+    if not observed.any():
+        return observed
     owner = series.point_series()
     last = series.time[np.maximum(series.offsets[1:] - 1, 0)]
     span = (last - series.origin)[owner]
     rel = np.divide(series.time - series.origin[owner], span, out=np.zeros_like(span), where=span > 0)
     tail = (rel > 1 - HOLDOUT_TAIL)[:, None]
-    rng = np.random.default_rng(seed)
-    rand = rng.random(observed.shape) < HOLDOUT_RANDOM
+    rand = value_uniforms(series, seed) < HOLDOUT_RANDOM
     return observed & (tail | rand)
 
 
@@ -246,6 +273,10 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
 
     The best weights (lowest validation MSE, or last epoch without validation) are
     restored into ``model``. Returns the per-epoch history.
+
+    A ``KeyboardInterrupt`` (Ctrl-C) stops training cleanly, as in skorch and Keras: the
+    best weights so far are restored, the last record gets ``"interrupted": True`` (a
+    record ``{"epoch": 1, "interrupted": True}`` when no epoch finished) and a warning says so.
     """
     optimizer = torch.optim.Adam(model.parameters(), lr=est.lr, weight_decay=est.weight_decay)
     steps_per_epoch = max(1, math.ceil(train.n_series / est.batch_size))
@@ -253,25 +284,34 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
     scheduler = lr_schedule(optimizer, est.lr_decay, kind, est.max_epochs * steps_per_epoch, steps_per_epoch)
     history, best, best_state, waited, norms = [], np.inf, None, 0, []
     bar = tqdm(range(est.max_epochs), disable=not est.verbose, desc="fit", unit="epoch")
-    for epoch in bar:
-        t0 = time.perf_counter()
-        stats = run_epoch(model, optimizer, train, scaling, est, epoch, rng, generator, solver, device, scheduler,
-                          norms)
-        train_seconds = time.perf_counter() - t0
-        v = evaluate_mse(model, valid, scaling, est.batch_size, solver, device) if valid is not None else np.nan
-        record = {"epoch": epoch + 1, **stats, "valid_mse": v, "train_seconds": train_seconds,
-                  "seconds": time.perf_counter() - t0}
-        history.append(record)
-        bar.set_postfix(loss=f"{stats['loss']:.3f}", valid_mse=f"{v:.4f}", nfe=stats["nfe_forward"])
-        if valid is None or not np.isfinite(v):
-            continue
-        if v < best:
-            best, waited = v, 0
-            best_state = copy.deepcopy(model.state_dict())
-        elif epoch + 1 >= est.kl_warmup:  # no stopping while the KL weight still grows
-            waited += 1
-            if est.patience is not None and waited >= est.patience:
-                break
+    try:
+        for epoch in bar:
+            t0 = time.perf_counter()
+            stats = run_epoch(model, optimizer, train, scaling, est, epoch, rng, generator, solver, device, scheduler,
+                              norms)
+            train_seconds = time.perf_counter() - t0
+            v = evaluate_mse(model, valid, scaling, est.batch_size, solver, device) if valid is not None else np.nan
+            record = {"epoch": epoch + 1, **stats, "valid_mse": v, "train_seconds": train_seconds,
+                      "seconds": time.perf_counter() - t0}
+            history.append(record)
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", valid_mse=f"{v:.4f}", nfe=stats["nfe_forward"])
+            if valid is None or not np.isfinite(v):
+                continue
+            if v < best:
+                best, waited = v, 0
+                best_state = copy.deepcopy(model.state_dict())
+            elif epoch + 1 >= est.kl_warmup:  # no stopping while the KL weight still grows
+                waited += 1
+                if est.patience is not None and waited >= est.patience:
+                    break
+    except KeyboardInterrupt:
+        if history:
+            history[-1]["interrupted"] = True
+        else:
+            history.append({"epoch": 1, "interrupted": True})
+        done = sum("loss" in r for r in history)
+        warnings.warn(f"fit interrupted by KeyboardInterrupt after {done} complete epoch(s); the best weights so "
+                      "far are kept and history_[-1] is marked 'interrupted'.", RuntimeWarning, stacklevel=3)
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)

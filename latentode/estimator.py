@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,8 @@ from ._validation import (InputTypeError, InputValueError, check_choice, check_n
 from ._training import SCHEDULES, fit_loop, heldout_errors, heldout_values
 from ._blend import apply_blend, fit_blend, reference_and_regime
 from ._windows import auto_window, cut_windows, query_windows
-from .decoder import DYNAMICS_INIT, METHODS, ROTATION_CYCLES
+from ._solvers import check_method
+from .decoder import DYNAMICS_INIT, ROTATION_CYCLES
 from ._timescale import characteristic_cycles
 from .encoders import ANCHORS, ENCODERS
 from .model import CENTERS, LatentODE
@@ -28,8 +32,8 @@ from .priors import PRIORS
 
 _FORMAT_VERSION = 1
 WINDOW_STRIDE = 0.5  # training windows start every half window
-ADJOINT_AUTO_POINTS = 200_000
-TRAIN_NOISE = 0.05  # noise_std="auto": the fixed noise std of training (standardised units)  # batch_size x longest series above which adjoint="auto" uses the adjoint
+ADJOINT_AUTO_POINTS = 200_000  # batch_size x longest series above which adjoint="auto" uses the adjoint
+TRAIN_NOISE = 0.05  # noise_std="auto": the fixed noise std of training (standardised units)
 
 
 def _threaded(method):
@@ -42,6 +46,7 @@ def _threaded(method):
         with torch_threads(resolve_threads(self.n_threads, device)):
             return method(self, *args, **kwargs)
     return wrapper
+_SAVED_FILES = ("config.json", "weights.pt")
 
 
 class LatentODERegressor(BaseEstimator):
@@ -82,7 +87,11 @@ class LatentODERegressor(BaseEstimator):
     prior_options : dict or None, default=None
         Keyword options of the prior (see :mod:`latentode.priors`).
     method : str, default="dopri5"
-        torchdiffeq solver for the latent ODE. Adaptive methods use ``rtol``/``atol``.
+        torchdiffeq solver for the latent ODE, one of :data:`latentode.decoder.METHODS`.
+        Adaptive methods (dopri5, dopri8, bosh3, fehlberg2, adaptive_heun) use ``rtol``/``atol``
+        per series; fixed-step ones (euler, midpoint, heun2, heun3, rk4) use ``step_size``.
+        ``explicit_adams`` and ``implicit_adams`` are not accepted: their step history spans
+        the rate jumps of the decoder's time change and their error grows to 1e5 and 6e-2.
     rtol, atol : float, default=1e-3, 1e-4
         Tolerances of adaptive solvers (the latent state is of order 1). At 1e-2 dopri5
         accepted unstable steps on a fast rotating field (decoded values of 700 where the
@@ -94,8 +103,15 @@ class LatentODERegressor(BaseEstimator):
         ``batch_size`` times the longest training series (or window) exceeds 200,000
         points; the choice is stored in ``adjoint_``.
     max_num_steps : int, default=1000
-        Cap on adaptive solver steps per output interval and model time unit: stiff or exploding dynamics end
-        in a :class:`~latentode.decoder.SolverError` instead of a hang.
+        Cap on adaptive solver steps per output interval and model time unit: stiff or
+        exploding dynamics end in a :class:`~latentode.decoder.SolverError` instead of a
+        hang. Counted by the field itself, so it also holds in the adjoint's backward solve
+        and under ``python -O``.
+    step_size : float, default=0.1
+        Largest step of a fixed-step ``method``, in model time units (the median series
+        span is 1): each output interval is split into equal steps no longer than this, so
+        a value does not depend on which other times are queried. Smaller is more accurate
+        and slower; ignored by adaptive methods.
     noise_std : "auto", float or None, default="auto"
         Observation noise standard deviation in standardised units (1 = the variable's
         standard deviation). "auto": training uses a fixed 0.05, so the likelihood is a
@@ -137,7 +153,8 @@ class LatentODERegressor(BaseEstimator):
         state at the series' last observation; the ODE runs backwards to earlier queries
         and forwards to later ones, so the latest values need not travel through the
         whole series (suits forecasting). The prior is over z0 either way;
-        :meth:`sample_prior` decodes its draws from the window origin.
+        :meth:`sample_prior` decodes its draws from the earliest time (origin) or backwards
+        from the latest (last).
     center : {None, "last", "mean", "interp"}, default=None
         What the decoder's read-out of each variable is relative to. None (Rubanova et al.):
         the training mean, so z0 must carry every variable's level. "last": each series'
@@ -155,6 +172,9 @@ class LatentODERegressor(BaseEstimator):
         the quickstart's smooth synthetic series (learned noise) "mean" gave imputation MSE
         0.41, "last" 0.54 and "interp" 0.23 (linear interpolation alone: 0.237), against
         0.092 without centring (``python examples/quickstart.py --center mean``, seed 0).
+        Losses, ELBOs and log-likelihoods are not comparable across ``center`` settings: with a
+        centre the model is a density of the values given their reference, which is built from
+        the data (see :func:`latentode.evaluation.heldout_log_likelihood`).
     max_epochs, batch_size : int, default=20, 50
         A training step costs about the same for any batch of up to a few hundred short
         series (the solver's steps, not the batch, set the cost on a CPU), so
@@ -178,7 +198,8 @@ class LatentODERegressor(BaseEstimator):
         clipping. The norm before clipping is recorded in ``history_`` either way
         (``grad_norm``: the epoch mean, ``grad_norm_max``).
     validation_fraction : float, default=0.1
-        Share of series held out for early stopping (0 disables it).
+        Share of series held out for early stopping (0 disables it); at least one series
+        is always kept for training.
     patience : int or None, default=10
         Epochs without improvement of the validation MSE before stopping (counted after
         the KL warm-up); the best weights are restored. None: no stopping (the best
@@ -256,6 +277,7 @@ class LatentODERegressor(BaseEstimator):
                  rtol=1e-3, atol=1e-4, adjoint="auto", max_num_steps=1000, noise_std="auto", n_samples=1, kl_warmup=10,
                  mask_fraction=0.2, forecast_fraction=0.5, loss_on="all", variable_weight=None, anchor="origin",
                  center=None,
+                 step_size=0.1,
                  max_epochs=20, batch_size=50, lr=1e-2, weight_decay=0.0, lr_schedule="cosine", lr_decay=1.0,
                  max_grad_norm="auto",
                  validation_fraction=0.1,
@@ -276,6 +298,7 @@ class LatentODERegressor(BaseEstimator):
         self.atol = atol
         self.adjoint = adjoint
         self.max_num_steps = max_num_steps
+        self.step_size = step_size
         self.noise_std = noise_std
         self.n_samples = n_samples
         self.kl_warmup = kl_warmup
@@ -301,11 +324,22 @@ class LatentODERegressor(BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
+    def __sklearn_tags__(self):
+        """Input is one long DataFrame (id, time, variables; NaN = not observed), not a 2-D array."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.allow_nan = True
+        tags.input_tags.string = True        # ids may be strings
+        tags.input_tags.categorical = True   # and categories
+        tags.target_tags.required = False    # the targets are the observed values
+        tags.non_deterministic = False       # with random_state set
+        return tags
+
     # ------------------------------------------------------------------ validation
     def _validate_params(self):
         check_choice("encoder", self.encoder, ENCODERS)
         check_choice("prior", self.prior, PRIORS)
-        check_choice("method", self.method, METHODS)
+        check_method("method", self.method)
         check_choice("dynamics_init", self.dynamics_init, DYNAMICS_INIT)
         check_choice("loss_on", self.loss_on, ("all", "hidden"))
         check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
@@ -327,7 +361,7 @@ class LatentODERegressor(BaseEstimator):
         if not (isinstance(self.noise_std, str) and self.noise_std == "auto"):
             check_number("noise_std", self.noise_std, low=0, low_open=True, allow_none=True)
         check_number("patience", self.patience, low=1, integer=True, allow_none=True)
-        for name in ("rtol", "atol", "lr"):
+        for name in ("rtol", "atol", "lr", "step_size"):
             check_number(name, getattr(self, name), low=0, low_open=True)
         check_number("weight_decay", self.weight_decay, low=0)
         check_number("lr_decay", self.lr_decay, low=0, high=1, low_open=True)
@@ -347,7 +381,8 @@ class LatentODERegressor(BaseEstimator):
     def _solver(self) -> dict:
         adjoint = getattr(self, "adjoint_", self.adjoint)
         return dict(method=self.method, rtol=self.rtol, atol=self.atol,
-                    adjoint=bool(adjoint) if not isinstance(adjoint, str) else True, max_num_steps=self.max_num_steps)
+                    adjoint=bool(adjoint) if not isinstance(adjoint, str) else True, max_num_steps=self.max_num_steps,
+                    step_size=self.step_size)
 
     def _resolve_adjoint(self, series: SeriesSet) -> bool:
         """``adjoint="auto"``: backpropagate through the solver unless a batch is large."""
@@ -380,6 +415,11 @@ class LatentODERegressor(BaseEstimator):
         if self.window_ is None:
             return series
         return cut_windows(series, self.window_, self.window_ * stride_fraction)
+
+    def _set_variable_weight(self) -> None:
+        """Copy ``variable_weight_`` into the module's (non-persistent) buffer, after fit or a load."""
+        self.module_.variable_weight = torch.as_tensor(self.variable_weight_, dtype=torch.float32,
+                                                       device=self.device_)
 
     def _build_module(self) -> LatentODE:
         return LatentODE(self.n_features_in_, self.latent_dim, self.encoder, self.encoder_dim, self.width,
@@ -460,7 +500,7 @@ class LatentODERegressor(BaseEstimator):
             valid = self._validate(validation_data, "validation_data").series.observed_only()
             train = series
         else:
-            n_valid = int(round(self.validation_fraction * n)) if n > 1 else 0
+            n_valid = min(int(round(self.validation_fraction * n)), n - 1)  # keep a training series
             perm = rng.permutation(n)
             valid = series.subset(np.sort(perm[:n_valid])) if n_valid else None
             train = series.subset(np.sort(perm[n_valid:])) if n_valid else series
@@ -471,8 +511,7 @@ class LatentODERegressor(BaseEstimator):
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             self.module_ = self._build_module().to(self.device_)
-            self.module_.variable_weight = torch.as_tensor(self.variable_weight_, dtype=torch.float32,
-                                                           device=self.device_)
+            self._set_variable_weight()
             generator = torch.Generator(device=self.device_).manual_seed(seed)
             self.history_ = fit_loop(self.module_, train, valid, self.scaling_, self, rng, generator,
                                      self._solver(), self.device_)
@@ -672,7 +711,8 @@ class LatentODERegressor(BaseEstimator):
         Parameters
         ----------
         times : 1-D sequence of times (the fitted kind)
-            The first (earliest) time is where z0 sits.
+            Where z0 sits: the earliest time, or with ``anchor="last"`` the latest (the
+            prior is over the state at the last observation; the draws are decoded backwards).
         n_samples : int, default=10
         noise : bool, default=True
             Add observation noise (else the decoded means).
@@ -690,7 +730,8 @@ class LatentODERegressor(BaseEstimator):
         gen = self._generator(random_state)
         model = self.module_
         order = np.argsort(t, kind="stable")
-        rel = (t[order] - t[order[0]]) / self.scaling_.time_scale
+        start = t[order[-1]] if self.anchor == "last" else t[order[0]]
+        rel = (t[order] - start) / self.scaling_.time_scale
         with torch.no_grad():
             z0 = model.prior.sample(n_samples, generator=gen).to(self.device_)
             tq = torch.as_tensor(rel, dtype=z0.dtype, device=self.device_).unsqueeze(0)
@@ -778,12 +819,33 @@ class LatentODERegressor(BaseEstimator):
         }
 
     def save(self, path):
-        """Save to a directory: ``config.json`` (parameters, columns, scalers, history) and ``weights.pt``."""
+        """Save to a directory: ``config.json`` (parameters, columns, scalers, history) and ``weights.pt``.
+
+        Atomic: both files are written to a temporary directory beside ``path``, which then
+        replaces ``path``, so a save interrupted midway leaves a model saved there before
+        loadable. An existing ``path`` must be a saved model or empty (``FileExistsError``
+        otherwise: nothing else in it is deleted).
+        """
         check_is_fitted(self)
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "config.json").write_text(json.dumps(self._fitted_config(), indent=1, default=float))
-        torch.save({k: v.detach().cpu() for k, v in self.module_.state_dict().items()}, path / "weights.pt")
+        if path.exists() and (not path.is_dir() or set(p.name for p in path.iterdir()) - set(_SAVED_FILES)):
+            raise FileExistsError(f"path={str(path)!r} exists and is not a saved LatentODERegressor "
+                                  f"(only {list(_SAVED_FILES)} may be in it); choose another path.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            (tmp / "config.json").write_text(json.dumps(self._fitted_config(), indent=1, default=float))
+            torch.save({k: v.detach().cpu() for k, v in self.module_.state_dict().items()}, tmp / "weights.pt")
+            old = None
+            if path.exists():
+                old = path.with_name(tmp.name + ".old")
+                os.replace(path, old)
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         return path
 
     @classmethod
@@ -817,6 +879,7 @@ class LatentODERegressor(BaseEstimator):
         self.adjoint_ = bool(cfg.get("adjoint", True))
         self.device_ = resolve_device(device)
         self.module_ = self._build_module().to(self.device_).eval()
+        self._set_variable_weight()
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -832,4 +895,5 @@ class LatentODERegressor(BaseEstimator):
             self.device_ = torch.device("cpu")
             self.module_ = self._build_module().eval()
             self.module_.load_state_dict(module_state)
+            self._set_variable_weight()
 

@@ -57,10 +57,18 @@ def heldout_log_likelihood(est, X, n_samples=32, random_state=0, batch_size=None
         ``"log_likelihood"``. A series with no observed value gets exactly 0. Divide by the number of
         observed values of each series for a per-value figure.
 
+    Only for models fitted with ``center=None``: with a ``center`` the read-out is relative to a
+    reference built from the very values being scored, so the bound is not a density of them
+    (iid noise scored like real data), and ELBOs are not comparable across ``center`` settings.
+    Compare such models on :meth:`~latentode.LatentODERegressor.score` (held-out error, the
+    reference built from what the encoder sees).
+
     Raises
     ------
     sklearn.exceptions.NotFittedError
         ``est`` is not fitted.
+    ValueError
+        ``est.center`` is not None.
     TypeError, ValueError
         ``n_samples`` or ``batch_size`` is not a positive int, or ``X`` does not match the fitted format.
 
@@ -76,6 +84,10 @@ def heldout_log_likelihood(est, X, n_samples=32, random_state=0, batch_size=None
     ((6,), True)
     """
     check_is_fitted(est)
+    if est.center is not None:
+        raise ValueError(f"heldout_log_likelihood needs a model fitted with center=None, got center={est.center!r}: "
+                         "the reference of a centred model is built from the values scored, so the bound is not a "
+                         "density. Compare centred models with est.score(X) instead.")
     n_samples = _check_positive_int("n_samples", n_samples)
     chunk = max(est.batch_size, 256) if batch_size is None else _check_positive_int("batch_size", batch_size)
     series = est._validate(X).series.observed_only()

@@ -25,6 +25,7 @@ from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
 from ._validation import InputTypeError, InputValueError
+from ._solvers import METHODS
 
 __all__ = ["NormalPrior", "CNFPrior", "PRIORS", "make_prior", "DIVERGENCES", "divergence_exact",
            "divergence_hutchinson", "measure_trace_cost"]
@@ -32,8 +33,6 @@ __all__ = ["NormalPrior", "CNFPrior", "PRIORS", "make_prior", "DIVERGENCES", "di
 #: ``trace="auto"`` uses the exact trace up to this latent dimension and Hutchinson's estimator above it.
 AUTO_EXACT_MAX_DIM = 8
 TRACES = ("auto", "exact", "hutchinson")
-METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun", "euler", "midpoint", "heun2", "heun3",
-           "rk4", "explicit_adams", "implicit_adams")
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -276,7 +275,8 @@ class CNFPrior(nn.Module):
         Up to 8 dimensions exact costs at most ~2.4x Hutchinson and removes the estimator's variance;
         from 16 on it costs 2.4-3.8x in the forward solve and 3.7-8.8x in the adjoint solve.
     method : str, default "dopri5"
-        A torchdiffeq solver, one of :data:`METHODS`; fixed-step ones need ``solver_options={"step_size": h}``.
+        A torchdiffeq solver, one of :data:`latentode._solvers.METHODS` (the decoder's list too);
+        fixed-step ones need ``solver_options={"step_size": h}``.
     rtol, atol : float, default 1e-5
         Solver tolerances (also used by the adjoint solve), > 0.
     adjoint : bool, default True

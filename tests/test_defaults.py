@@ -53,7 +53,8 @@ def test_auto_noise_equals_rms_of_heldout_errors_without_validation(synth):
     df, _ = synth
     est = LatentODERegressor(**TINY).fit(df)  # validation_fraction=0: the training series
     series = est._validate(df).series.observed_only()
-    sq, n = _training.heldout_errors(est.module_, series, est.scaling_, 256, est._solver(), est.device_)
+    sq, n = _training.heldout_errors(est.module_, series, est.scaling_, 256, est._solver(), est.device_,
+                                     blend=est.blend_)
     np.testing.assert_allclose(est.noise_std_, np.sqrt(sq / n), rtol=1e-4)
 
 

@@ -60,10 +60,23 @@ def test_input_frames_are_not_modified(synth):
 
 def test_rows_in_any_order_and_duplicates(fitted, synth):
     df = synth[0]
-    shuffled = df.sample(frac=1.0, random_state=0)
     a = fitted.predict(df)
-    b = fitted.predict(shuffled).loc[df.index]
-    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-3, atol=1e-3)
+    shuffled = df.sample(frac=1.0, random_state=0)
+    pd.testing.assert_frame_equal(fitted.predict(shuffled).loc[df.index], a)
+    # repeated (id, time) rows are averaged: v1 split into two rows v1 - 1 and v1 + 1, plus an exact copy
+    row = df.index[df["v1"].notna()][3]
+    low, high = df.loc[[row]].copy(), df.loc[[row]].copy()
+    low["v1"] -= 1.0
+    high["v1"] += 1.0
+    dup = pd.concat([df.drop(index=row), low.set_axis(["low"]), high.set_axis(["high"]),
+                     df.iloc[[7]].set_axis(["copy"])])
+    assert dup.duplicated(["id", "time"]).sum() == 2
+    b = fitted.predict(dup)
+    np.testing.assert_allclose(b.loc[df.index.drop(row), VARS].to_numpy(), a.drop(index=row)[VARS].to_numpy(),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b.loc[["low", "high"], VARS].to_numpy(), a.loc[[row, row], VARS].to_numpy(),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b.loc[["copy"], VARS].to_numpy(), a.iloc[[7]][VARS].to_numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_single_series_without_id_and_short_series():
@@ -115,12 +128,103 @@ def test_score_is_negative_mse_and_reproducible(fitted, synth):
     assert s1 == s2 and s1 < 0
 
 
-def test_early_stopping_restores_best(synth):
-    est = LatentODERegressor(**dict(TINY, max_epochs=6, validation_fraction=0.3, patience=1, kl_warmup=0)).fit(
-        synth[0])
-    v = [h["valid_mse"] for h in est.history_]
-    assert np.isfinite(v).all()
-    assert len(v) <= 6
+def test_score_does_not_depend_on_row_order(fitted, synth):
+    df = synth[0]
+    assert fitted.score(df.sample(frac=1.0, random_state=3)) == pytest.approx(fitted.score(df), rel=1e-6)
+
+
+def test_score_without_observed_values_raises_value_error(fitted, synth):
+    with pytest.raises(ValueError, match="no held-out values"):
+        fitted.score(synth[0].assign(v1=np.nan, v2=np.nan, v3=np.nan))
+
+
+def test_variable_weight_survives_save_load_and_pickle(synth, tmp_path):
+    df = synth[0]
+    est = LatentODERegressor(**dict(TINY, max_epochs=1, variable_weight={"v2": 5.0})).fit(df)
+    ref = est.score(df)
+    loaded = LatentODERegressor.load(est.save(tmp_path / "m"))
+    assert loaded.score(df) == ref
+    assert pickle.loads(pickle.dumps(est)).score(df) == ref
+
+
+def test_save_is_atomic(fitted, synth, tmp_path, monkeypatch):
+    import torch
+
+    df = synth[0]
+    path = fitted.save(tmp_path / "model")
+    ref = LatentODERegressor.load(path).predict(df)
+    other = LatentODERegressor(**dict(TINY, max_epochs=1, latent_dim=2)).fit(df)   # weights of another shape
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        other.save(path)
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(LatentODERegressor.load(path).predict(df), ref)   # the old model, intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]                  # no temporary left
+    other.save(path)                                                                  # a save replaces it
+    pd.testing.assert_frame_equal(LatentODERegressor.load(path).predict(df), other.predict(df))
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a saved"):
+        other.save(tmp_path / "notes")
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
+
+
+def test_sample_prior_with_last_anchor_starts_at_the_latest_time(synth):
+    est = LatentODERegressor(**dict(TINY, max_epochs=1, anchor="last")).fit(synth[0])
+    times = pd.to_datetime(["2024-01-01", "2024-01-03", "2024-01-05"])
+    many = est.sample_prior(times, n_samples=3, noise=False, random_state=0)
+    last = est.sample_prior(times[2:], n_samples=3, noise=False, random_state=0)   # z0 read out directly
+    np.testing.assert_allclose(many[many["time"] == times[2]][VARS].to_numpy(), last[VARS].to_numpy(), rtol=1e-6,
+                               atol=1e-6)
+    origin = LatentODERegressor(**dict(TINY, max_epochs=1)).fit(synth[0])
+    many = origin.sample_prior(times, n_samples=3, noise=False, random_state=0)
+    first = origin.sample_prior(times[:1], n_samples=3, noise=False, random_state=0)
+    np.testing.assert_allclose(many[many["time"] == times[0]][VARS].to_numpy(), first[VARS].to_numpy(), rtol=1e-6,
+                               atol=1e-6)
+
+
+def test_sklearn_tags_declare_a_long_frame():
+    tags = LatentODERegressor().__sklearn_tags__()
+    assert tags.input_tags.two_d_array is False and tags.input_tags.allow_nan and tags.input_tags.string
+    assert tags.target_tags.required is False
+
+
+def test_frame_based_sklearn_checks(synth):
+    """The checks scikit-learn's array-based suite would run, on long frames."""
+    import joblib
+    import torch
+
+    df = synth[0]
+    est = LatentODERegressor(**dict(TINY, max_epochs=1, prior_options={"hidden_dim": 8}, prior="cnf"))
+    params = {k: joblib.hash(v) for k, v in est.get_params().items()}
+    est.fit(df)
+    assert {k: joblib.hash(v) for k, v in est.get_params().items()} == params   # fit leaves parameters alone
+    first = est.predict(df)
+    weights = {k: v.clone() for k, v in est.module_.state_dict().items()}
+    est.fit(df)                                                                   # a refit is bit-identical
+    pd.testing.assert_frame_equal(est.predict(df), first, check_exact=True)
+    assert all(torch.equal(weights[k], v) for k, v in est.module_.state_dict().items())
+
+    def snapshot():
+        state = {k: (v if k == "module_" else joblib.hash(v)) for k, v in est.__dict__.items()}
+        return state, {k: v.clone() for k, v in est.module_.state_dict().items()}
+
+    before, module_state = snapshot()
+    est.predict(df, quantiles=[0.1, 0.9], n_samples=4)
+    est.impute(df)
+    est.score(df)
+    est.sample(df, n_samples=2)
+    est.sample_prior(pd.to_datetime(["2024-01-01", "2024-01-02"]), n_samples=2)
+    after, module_after = snapshot()
+    assert after == before
+    assert all(torch.equal(module_state[k], v) for k, v in module_after.items())
+    # shuffled rows: identical predictions
+    pd.testing.assert_frame_equal(est.predict(df.sample(frac=1.0, random_state=1)).loc[df.index], first,
+                                  check_exact=True)
 
 
 def test_save_load_and_pickle_give_identical_predictions(fitted, synth, tmp_path):
@@ -140,6 +244,9 @@ def test_save_load_and_pickle_give_identical_predictions(fitted, synth, tmp_path
 @pytest.mark.parametrize("params, exc, match", [
     (dict(encoder="lstm"), ValueError, r"encoder='lstm' is not one of \['gru', 'odernn'\]"),
     (dict(method="rk45"), ValueError, "method='rk45'"),
+    (dict(method="explicit_adams"), ValueError, r"method='explicit_adams' is not one of .*'rk4'"),
+    (dict(method="implicit_adams"), ValueError, "method='implicit_adams'"),
+    (dict(step_size=0.0), ValueError, "step_size"),
     (dict(prior="flow"), ValueError, "prior='flow'"),
     (dict(latent_dim=0), ValueError, "latent_dim"),
     (dict(latent_dim=2.5), TypeError, "latent_dim"),
@@ -378,7 +485,7 @@ def test_an_empty_earliest_row_sets_the_window_start(fitted, synth):
 
 def test_center_last_adds_each_series_last_value_and_round_trips(synth, tmp_path):
     df = synth[0]
-    est = LatentODERegressor(**dict(TINY, max_epochs=1, anchor="last", center="last")).fit(df)
+    est = LatentODERegressor(**dict(TINY, max_epochs=1, anchor="last", center="last", blend=None)).fit(df)
     query = pd.DataFrame({"id": df["id"].unique()[:3]}).merge(
         pd.DataFrame({"time": pd.date_range("2024-01-05", periods=3, freq="9h")}), how="cross")
     pred = est.predict(df, times=query)
@@ -396,7 +503,7 @@ def test_center_last_adds_each_series_last_value_and_round_trips(synth, tmp_path
 
 def test_center_interp_adds_the_linear_interpolation_of_each_series(synth, tmp_path):
     df = synth[0]
-    est = LatentODERegressor(**dict(TINY, max_epochs=1, center="interp")).fit(df)
+    est = LatentODERegressor(**dict(TINY, max_epochs=1, center="interp", blend=None)).fit(df)
     ids = df["id"].unique()[:4]
     ctx = df[df["id"].isin(ids)]
     query = ctx[["id", "time"]]

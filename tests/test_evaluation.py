@@ -200,3 +200,12 @@ def test_loss_on_hidden_scores_only_what_the_encoder_did_not_see(fitted, data):
     with torch.no_grad():
         loss_all, _ = model.loss(batch, enc_mask, generator=torch.Generator().manual_seed(3), solver=solver)
     assert float(loss_all) != pytest.approx(float(loss))
+
+
+def test_centred_models_are_refused(synth):
+    from latentode import LatentODERegressor
+    from conftest import TINY
+
+    est = LatentODERegressor(**dict(TINY, max_epochs=1, center="interp")).fit(synth[0])
+    with pytest.raises(ValueError, match="center=None.*center='interp'"):
+        heldout_log_likelihood(est, synth[0], n_samples=2)
