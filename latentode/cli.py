@@ -152,10 +152,12 @@ def cmd_fit(a) -> int:
             raise UsageError(f"data file has no time column among {list(TIME_CANDIDATES)}; pass --time-col; "
                              f"columns: {list(frame.columns)}.")
     frame = _parse_times(frame, time_col, what="data file")
-    params = dict(id_col=a.id_col, time_col=time_col, value_cols=value_cols, encoder=a.encoder,
-                  latent_dim=a.latent_dim, encoder_dim=a.encoder_dim, width=a.width, max_epochs=a.max_epochs,
-                  batch_size=a.batch_size, lr=a.lr, validation_fraction=a.validation_fraction,
-                  random_state=a.seed, verbose=0 if a.quiet else 1, device=a.device)
+    params = dict(id_col=a.id_col, time_col=time_col, value_cols=value_cols, random_state=a.seed,
+                  verbose=0 if a.quiet else 1, device=a.device, n_threads=a.threads)
+    for name in ("encoder", "latent_dim", "encoder_dim", "width", "max_epochs", "batch_size", "lr",
+                 "validation_fraction"):  # given options only: the rest are the estimator's defaults
+        if getattr(a, name) is not None:
+            params[name] = getattr(a, name)
     params.update(dict(a.param))
     est = LatentODERegressor(**params)
     t0 = time.perf_counter()
@@ -199,6 +201,7 @@ def _horizon_queries(frame, est, horizon, freq) -> pd.DataFrame:
 
 def cmd_predict(a) -> int:
     est = _load_model(a.model_dir)
+    est.n_threads = a.threads
     frame = _read_for_model(a.data, est, "data file")
     if a.times is not None and a.horizon is not None:
         raise UsageError("pass --times or --horizon, not both.")
@@ -227,6 +230,7 @@ def cmd_predict(a) -> int:
 
 def cmd_impute(a) -> int:
     est = _load_model(a.model_dir)
+    est.n_threads = a.threads
     frame = _read_for_model(a.data, est, "data file")
     out = est.impute(frame)
     write_table(out, a.output)
@@ -235,6 +239,24 @@ def cmd_impute(a) -> int:
 
 
 # ---------------------------------------------------------------------- parser
+def _threads(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    return n
+
+
+def _threads_option(p) -> None:
+    p.add_argument("--threads", type=_threads, default="auto", metavar="N",
+                   help="torch threads ('auto': 1 on CPU, where a second thread on these small matrices mostly "
+                        "spins; default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="latentode",
@@ -253,14 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--id-col", help="series id column (default: 'unique_id' or 'id'; none = one series)")
     f.add_argument("--time-col", help="time column, numbers or ISO dates (default: 'ds', 'time' or 'timestamp')")
     f.add_argument("--value-cols", help="comma-separated variable columns (default: all other columns)")
-    f.add_argument("--encoder", default="odernn", choices=["odernn", "gru"], help="default: %(default)s")
-    f.add_argument("--latent-dim", type=int, default=20, help="default: %(default)s")
-    f.add_argument("--encoder-dim", type=int, default=40, help="default: %(default)s")
-    f.add_argument("--width", type=int, default=50, help="MLP width (default: %(default)s)")
-    f.add_argument("--max-epochs", type=int, default=100, help="default: %(default)s")
-    f.add_argument("--batch-size", type=int, default=50, help="default: %(default)s")
-    f.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default: %(default)s)")
-    f.add_argument("--validation-fraction", type=float, default=0.1,
+    f.add_argument("--encoder", choices=["odernn", "gru"], help="default: odernn")
+    f.add_argument("--latent-dim", type=int, help="default: 20")
+    f.add_argument("--encoder-dim", type=int, help="default: 40")
+    f.add_argument("--width", type=int, help="MLP width (default: 50)")
+    f.add_argument("--max-epochs", type=int, help="default: 20")
+    f.add_argument("--batch-size", type=int, help="default: 50")
+    f.add_argument("--lr", type=float, help="Adam learning rate (default: 0.01)")
+    f.add_argument("--validation-fraction", type=float, default=None,
                    help="share of series held out for early stopping, 0 disables (default: %(default)s)")
     f.add_argument("--seed", type=int, default=None, help="random seed (default: none)")
     f.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: %(default)s)")
@@ -269,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "else as a string, e.g. --param prior=cnf --param kl_warmup=5 "
                         "--param 'prior_options={\"trace\": \"exact\"}'")
     f.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _threads_option(f)
     f.set_defaults(func=cmd_fit)
 
     pr = sub.add_parser("predict", help="predict means and intervals at query times",
@@ -291,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--n-samples", type=int, default=200,
                     help="predictive samples behind intervals (default: %(default)s)")
     pr.add_argument("--seed", type=int, default=0, help="seed of the samples (default: %(default)s)")
+    _threads_option(pr)
     pr.set_defaults(func=cmd_predict)
 
     im = sub.add_parser("impute", help="fill the empty values of a table",
@@ -299,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("data", type=Path, help="table with missing values (.csv or .parquet)")
     im.add_argument("--model-dir", "-m", type=Path, required=True, help="a directory written by `latentode fit`")
     im.add_argument("--output", "-o", type=Path, required=True, help="output table (.csv or .parquet, by extension)")
+    _threads_option(im)
     im.set_defaults(func=cmd_impute)
     return p
 

@@ -204,3 +204,32 @@ def test_unnamed_id_column_is_pointed_out(tmp_path, capsys):
     assert main(["fit", str(tmp_path / "p.csv"), "-m", str(tmp_path / "m"), *TINY]) == 0
     err = capsys.readouterr().err
     assert "latentode fit: warning: " in err and "looks like a series id: pass --id-col patient" in err, err
+
+
+def test_threads_option_reaches_the_estimator(tmp_path, monkeypatch):
+    import torch
+
+    from latentode import LatentODERegressor, cli
+    from latentode.datasets import make_synthetic
+
+    df, _ = make_synthetic(6, n_obs=(4, 6), random_state=0)
+    data = tmp_path / "d.csv"
+    df.to_csv(data, index=False)
+    seen = []
+    real_fit = LatentODERegressor.fit
+
+    def spy(self, X, *args, **kwargs):
+        seen.append(self.n_threads)
+        out = real_fit(self, X, *args, **kwargs)
+        seen.append(torch.get_num_threads())
+        return out
+
+    monkeypatch.setattr(LatentODERegressor, "fit", spy)
+    before = torch.get_num_threads()
+    code = cli.main(["fit", str(data), "-m", str(tmp_path / "m"), "--max-epochs", "1", "--latent-dim", "2",
+                     "--width", "8", "--encoder-dim", "4", "--threads", "2", "-q"])
+    assert code == 0 and seen[0] == 2 and torch.get_num_threads() == before
+    assert cli.main(["impute", str(data), "-m", str(tmp_path / "m"), "-o", str(tmp_path / "o.csv"),
+                     "--threads", "1"]) == 0
+    with pytest.raises(SystemExit):
+        cli.main(["impute", str(data), "-m", str(tmp_path / "m"), "-o", str(tmp_path / "o.csv"), "--threads", "0"])
