@@ -48,8 +48,6 @@ __all__ = ["ADAPTIVE", "FIXED", "METHODS", "SolverError", "LatentDynamics", "Tim
 DYNAMICS_INIT = ("rotations", "mlp")
 ROTATION_CYCLES = (0.5, 3.0)  # cycles per model time unit (the median window span) of the initial rotations
 ROTATION_DAMPING = 0.1
-SPEED = True
-SPEED_LIMIT = 2.0  # |log-speed| cap of the rotations field: series run at most e^2 times faster or slower
 
 
 def rotation_matrix(latent_dim: int, cycles=ROTATION_CYCLES, damping=ROTATION_DAMPING) -> torch.Tensor:
@@ -83,11 +81,6 @@ class LatentDynamics(nn.Module):
     first step instead of having to grow them out of a near-zero field (which is what
     keeps a plain MLP field on a plateau for tens of epochs on periodic data).
     ``cycles``: the (lowest, highest) initial frequency, in cycles per time unit.
-    With ``"rotations"`` the last latent coordinate ``s`` is also a per-series log-speed:
-    it stays constant and the field of the others is ``exp(s) (A z + mlp(z))``, so a
-    series whose dynamics run faster or slower (another heart rate, another
-    elimination rate) is the same trajectory on a warped clock, which the encoder sets
-    through z0 rather than the field having to learn it.
 
     ``nfe`` counts evaluations (forward solves and adjoint backward solves alike).
     """
@@ -96,17 +89,12 @@ class LatentDynamics(nn.Module):
                  cycles=ROTATION_CYCLES):
         super().__init__()
         self.net = mlp(latent_dim, width, latent_dim, n_layers)
-        self.speed = init == "rotations" and latent_dim >= 2 and SPEED
         if init == "rotations":
-            a = torch.zeros(latent_dim, latent_dim)
-            k = latent_dim - 1 if self.speed else latent_dim
-            a[:k, :k] = rotation_matrix(k, cycles)
+            a = rotation_matrix(latent_dim, cycles)
             # A = (S - S^T) / 2 - diag(softplus(d)): a rotation part and a damping part, so the linear
             # part stays stable (no eigenvalue with a positive real part) however it is trained
             self.skew = nn.Parameter(0.5 * (a - a.T))
             self.log_damping = nn.Parameter(torch.full((latent_dim,), math.log(math.expm1(ROTATION_DAMPING))))
-            # the last coordinate is a log-speed: constant in time, it scales the whole field of its series
-            self.register_buffer("moving", torch.cat([torch.ones(k), torch.zeros(latent_dim - k)]), persistent=False)
         self.init = init
         self.nfe = 0
 
@@ -122,10 +110,7 @@ class LatentDynamics(nn.Module):
         out = self.net(z)
         if self.init != "rotations":
             return out
-        out = out + z @ self.linear.T
-        if self.speed:
-            out = out * self.moving * torch.exp(z[..., -1:].clamp(-SPEED_LIMIT, SPEED_LIMIT))
-        return out
+        return out + z @ self.linear.T
 
 
 class TimeChangedField(nn.Module):
