@@ -224,9 +224,9 @@ class LatentODERegressor(BaseEstimator):
         seconds for datetimes; None when not windowed).
     n_threads : "auto", int or None, default="auto"
         torch threads for the estimator's own work; the caller's setting is restored
-        afterwards. "auto": 1 on CPU (small matrices: a second thread mostly spins, and
-        slows the fit several times over when another process is busy), torch's setting
-        on CUDA. None leaves torch's setting.
+        afterwards. "auto": 1 on CPU (small matrices: a second thread gained nothing per
+        training step in ``benchmarks/speed.py`` and competes with other processes for the
+        cores), torch's setting on CUDA. None leaves torch's setting.
     device : str, default="auto"
         "auto" uses CUDA when available.
     random_state : int, RandomState or None, default=None
