@@ -39,19 +39,13 @@ from latentode.datasets import make_periodic, make_synthetic
 from latentode.datasets import dynamics
 from latentode.scoring import forecast_split, hide_at_random, standardised_mse
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import physionet_dir  # noqa: E402  (the benchmarks' one data-path rule)
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 HIDE = 0.2
 CUT = 0.75
-
-
-def data_dir(arg=None) -> Path:
-    """``--data-dir``, else ``$LATENTODE_DATA``, else ``../shared/data`` beside the repository."""
-    if arg:
-        return Path(arg)
-    if os.environ.get("LATENTODE_DATA"):
-        return Path(os.environ["LATENTODE_DATA"])
-    return ROOT.parent / "shared" / "data"
 
 
 # ---------------------------------------------------------------------------- datasets
@@ -67,7 +61,7 @@ def _periodic(seed, n):
 def _physionet(seed, n, root):
     from latentode.datasets import load_physionet2012
 
-    base = root / "physionet2012"
+    base = physionet_dir(root)
     paths = [p for p in (base / "set-a.tar.gz", base / "set-a") if p.exists()][:1]
     if not paths:
         raise FileNotFoundError(f"PhysioNet 2012 set-a not found under {base} (use --data-dir).")
@@ -144,7 +138,7 @@ def baselines(frame, query, truth, id_col, time_col, values, scale, seasonal=Fal
 
 def run_one(name: str, seed: int, size: str = "full", root=None, params=None) -> dict:
     build, id_col, time_col, n_full, n_tiny = DATASETS[name]
-    df = build(seed, n_full if size == "full" else n_tiny, data_dir(root))
+    df = build(seed, n_full if size == "full" else n_tiny, root)
     horizon = pd.Timedelta(days=730) if name == "co2" else None
     frame, hidden, future, values = split(df, id_col, time_col, seed, horizon)
     scale = np.nanstd(frame[values].to_numpy(dtype=float), axis=0)
@@ -261,8 +255,9 @@ def main(argv=None):
     ap.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated, from: " + ", ".join(DATASETS))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--size", choices=["full", "tiny"], default="full")
-    ap.add_argument("--data-dir", default=None, help="folder holding physionet2012/ (default: $LATENTODE_DATA, "
-                                                      "else ../shared/data beside the repository)")
+    ap.add_argument("--data-dir", default=None, help="the PhysioNet 2012 folder (default: $LATENTODE_DATA/"
+                                                      "physionet2012, else ../shared/data/physionet2012 beside "
+                                                      "the repository)")
     ap.add_argument("--param", action="append", default=[], metavar="NAME=JSON",
                     help="an estimator setting to override (the scoreboard itself uses none)")
     ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/defaults[-NAME].json)")

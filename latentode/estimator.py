@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -38,7 +39,6 @@ TRAIN_NOISE = 0.05  # noise_std="auto": the fixed noise std of training (standar
 
 def _threaded(method):
     """Run an estimator method with the estimator's torch thread count, restoring the caller's."""
-    import functools
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
@@ -516,28 +516,31 @@ class LatentODERegressor(BaseEstimator):
             self.history_ = fit_loop(self.module_, train, valid, self.scaling_, self, rng, generator,
                                      self._solver(), self.device_)
         self.module_.eval()
-        scored = valid if valid is not None else train
         self.blend_ = None
-        if self.blend == "auto":
-            y, m, r, outside, feat = heldout_values(self.module_, scored, self.scaling_, max(self.batch_size, 256),
-                                                    self._solver(), self.device_)
-            if len(y):
-                alpha = fit_blend(y, m, r, outside, feat)
+        if self.blend == "auto" or isinstance(self.noise_std, str):
+            # one pass over held-out values of the validation series (else the training ones) serves both
+            held = heldout_values(self.module_, valid if valid is not None else train, self.scaling_,
+                                  max(self.batch_size, 256), self._solver(), self.device_)
+            if self.blend == "auto" and len(held[0]):
+                alpha = fit_blend(*held)
                 self.blend_ = np.ones((2, self.n_features_in_))
                 self.blend_[:, :alpha.shape[1]] = alpha
-        if isinstance(self.noise_std, str):  # "auto": the noise of the predictions is what they miss by
-            self._estimate_noise(scored)
+            if isinstance(self.noise_std, str):  # "auto": the noise of the predictions is what they miss by
+                self._set_noise(*held)
         self.noise_std_ = self.module_.decoder.noise_std.detach().cpu().double().numpy()
         return self
 
-    def _estimate_noise(self, series: SeriesSet):
-        """Set the decoder's noise std of each variable to the RMS error on ``series``' held-out values."""
-        sq, n = heldout_errors(self.module_, series, self.scaling_, max(self.batch_size, 256), self._solver(),
-                               self.device_, blend=self.blend_)
+    def _set_noise(self, y, m, r, outside, feature):
+        """Set the decoder's noise std of each variable to the RMS error of the (blended) predictions at
+        held-out values (arrays of :func:`~latentode._training.heldout_values`)."""
+        pred = m if self.blend_ is None else r + self.blend_[outside.astype(int), feature] * (m - r)
+        n_f = self.n_features_in_
+        sq = np.bincount(feature, (pred - y) ** 2, minlength=n_f)
+        n = np.bincount(feature, minlength=n_f).astype(float)
         w = self.module_.variable_weight.detach().cpu().double().numpy()
-        rms = np.sqrt(np.divide(sq, n, out=np.full_like(sq, np.nan), where=n > 0))
-        rms = np.where(np.isfinite(rms) & (w > 0), rms, np.sqrt(sq.sum() / n.sum()) if n.sum() > 0 else TRAIN_NOISE)
-        rms = np.clip(rms, 1e-3, None)
+        scored = (n > 0) & (w > 0)
+        overall = np.sqrt((sq * w).sum() / (n * w).sum()) if (n * w).sum() > 0 else TRAIN_NOISE
+        rms = np.clip(np.where(scored, np.sqrt(sq / np.maximum(n, 1)), overall), 1e-3, None)
         with torch.no_grad():
             self.module_.decoder.log_noise.copy_(torch.as_tensor(np.log(rms), dtype=torch.float32))
 
