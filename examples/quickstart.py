@@ -7,7 +7,7 @@ as the ``quickstart`` row of the defaults scoreboard (``benchmarks/defaults.py``
 The model is compared with per-series linear interpolation, the last value carried
 forward and the series mean, on the observed (noisy) values.
 
-Run: ``python examples/quickstart.py`` (the fit took 123-133 CPU s on one thread of a busy 2-core machine:
+Run: ``python examples/quickstart.py`` (the fit took 112-133 CPU s on one thread of a busy 2-core machine:
 BENCHMARKS.md, "Defaults scoreboard", quickstart rows).
 """
 
