@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._collate import Batch, Scaling, collate
+from ._collate import Batch, Packed, Scaling
+from ._distributed import SINGLE, all_gather_arrays, all_reduce_max, all_reduce_sum, shard_rows, shard_series, wrap
 from ._frame import SeriesSet
 
 HOLDOUT_TAIL = 0.2
@@ -96,31 +97,42 @@ def train_encoder_mask(batch: Batch, mask_fraction: float, forecast_fraction: fl
     return batch.m * keep * before.unsqueeze(-1).to(dt)
 
 
-def _heldout_batches(model, series: SeriesSet, scaling: Scaling, batch_size: int, solver, device, seed: int):
-    """Per batch: (full, seen, xhat, r, outside) on :func:`holdout_mask`'s values (encoder sees the rest)."""
+class HeldOut:
+    """The held-out values of :func:`holdout_mask` for a set of series, on the device once.
+
+    ``full`` holds every observed value (the targets), ``seen`` the rest (the encoder's input);
+    a fit builds this once for its validation series and scores them every epoch from it.
+    """
+
+    def __init__(self, series: SeriesSet, scaling: Scaling, device, seed: int = HOLDOUT_SEED):
+        held = holdout_mask(series, seed)
+        self.n_series = series.n_series if held.any() else 0
+        self.full = Packed(series, scaling, device)
+        self.seen = Packed(hide(series, held), scaling, device)
+
+
+def _heldout_batches(model, held: HeldOut, batch_size: int, solver, ctx=SINGLE):
+    """Per batch of this rank's series: (full, seen, xhat, r, outside), the encoder seeing ``seen``."""
     from ._blend import reference_and_regime
 
-    held = holdout_mask(series, seed)
-    if not held.any():
-        return
-    visible = hide(series, held)
+    mine = shard_series(held.n_series, ctx)
     model.eval()
     with torch.no_grad():
-        for start in range(0, series.n_series, batch_size):
-            idx = np.arange(start, min(start + batch_size, series.n_series))
-            full = collate(series, idx, scaling, device)
-            seen = collate(visible, idx, scaling, device)
+        for start in range(0, len(mine), batch_size):
+            idx = mine[start:start + batch_size]
+            full, seen = held.full.batch(idx), held.seen.batch(idx)
             mu, _, t0, ref = model.encode(seen.t, seen.x, seen.m)
             xhat = model.decode(mu.unsqueeze(0), full.t, t0, ref, **solver)[0]
             r, outside = reference_and_regime(seen.t, seen.x, seen.m, full.t)
             yield full, seen, xhat, r, outside
 
 
-def heldout_errors(model, series: SeriesSet, scaling: Scaling, batch_size: int, solver, device,
-                   seed: int = HOLDOUT_SEED, blend=None):
-    """Squared errors (standardised units) on :func:`holdout_mask`'s values, the encoder seeing the rest.
+def heldout_errors(model, held: HeldOut, batch_size: int, solver, ctx=SINGLE, blend=None):
+    """Squared errors (standardised units) on the held-out values, the encoder seeing the rest.
 
-    ``blend`` (2, n_features) or None: the gate of :mod:`latentode._blend` applied to the predictions.
+    ``blend`` (2, n_features) or None: the gate of :mod:`latentode._blend` applied to the
+    predictions. Under data parallelism each rank scores its share of the series and the sums
+    are all-reduced, so every rank returns the same totals.
 
     Returns
     -------
@@ -130,35 +142,40 @@ def heldout_errors(model, series: SeriesSet, scaling: Scaling, batch_size: int, 
     """
     from ._blend import apply_blend
 
-    n_f = series.values.shape[1]
-    sq, n = np.zeros(n_f), np.zeros(n_f)
-    for full, seen, xhat, r, outside in _heldout_batches(model, series, scaling, batch_size, solver, device, seed):
+    n_f = held.full.x.shape[1]
+    totals = torch.zeros(2, n_f, dtype=torch.float64, device=held.full.device)
+    for full, seen, xhat, r, outside in _heldout_batches(model, held, batch_size, solver, ctx):
         xhat = apply_blend(xhat, r, outside, blend)
         target = (full.m - seen.m) * model.variable_weight
-        sq += ((xhat - full.x).pow(2) * target).sum(dim=(0, 1)).double().cpu().numpy()
-        n += target.sum(dim=(0, 1)).double().cpu().numpy()
+        totals[0] += ((xhat - full.x).pow(2) * target).sum(dim=(0, 1)).double()
+        totals[1] += target.sum(dim=(0, 1)).double()
+    sq, n = all_reduce_sum(ctx, totals).cpu().numpy()
     return sq, n
 
 
-def heldout_values(model, series: SeriesSet, scaling: Scaling, batch_size: int, solver, device,
-                   seed: int = HOLDOUT_SEED):
-    """The held-out values as flat arrays, to fit the gate: y, model, interpolation, outside, feature index."""
+def heldout_values(model, held: HeldOut, batch_size: int, solver, ctx=SINGLE):
+    """The held-out values as flat arrays, to fit the gate: y, model, interpolation, outside, feature index.
+
+    Under data parallelism every rank gets every rank's values, in rank order."""
     parts = []
-    for full, seen, xhat, r, outside in _heldout_batches(model, series, scaling, batch_size, solver, device, seed):
+    for full, seen, xhat, r, outside in _heldout_batches(model, held, batch_size, solver, ctx):
         sel = ((full.m - seen.m) > 0).cpu().numpy()
         feat = np.broadcast_to(np.arange(sel.shape[-1]), sel.shape)
         parts.append([a.cpu().double().numpy()[sel] if torch.is_tensor(a) else a[sel]
                       for a in (full.x, xhat, r, outside, feat)])
-    if not parts:
-        return [np.empty(0)] * 3 + [np.empty(0, bool), np.empty(0, np.int64)]
-    y, m, r, out, f = (np.concatenate(c) for c in zip(*parts))
+    if parts:
+        y, m, r, out, f = (np.concatenate(c) for c in zip(*parts))
+    else:
+        y, m, r, out, f = [np.empty(0)] * 4 + [np.empty(0, np.int64)]
+    y, m, r, out, f = all_gather_arrays(ctx, [y, m, r, out.astype(bool), f.astype(np.int64)])
     return y, m, r, out.astype(bool), f.astype(np.int64)
 
 
-def evaluate_mse(model, series: SeriesSet, scaling: Scaling, batch_size: int, solver, device,
-                 seed: int = HOLDOUT_SEED) -> float:
-    """MSE (standardised units) on :func:`holdout_mask`'s values, the encoder seeing the rest (NaN if none)."""
-    sq, n = heldout_errors(model, series, scaling, batch_size, solver, device, seed)
+def evaluate_mse(model, held: HeldOut | None, batch_size: int, solver, ctx=SINGLE) -> float:
+    """MSE (standardised units) on the held-out values, the encoder seeing the rest (NaN if none)."""
+    if held is None:
+        return float("nan")
+    sq, n = heldout_errors(model, held, batch_size, solver, ctx)
     return float(sq.sum() / n.sum()) if n.sum() > 0 else float("nan")
 
 
@@ -167,49 +184,113 @@ AUTO_CLIP_WINDOW = 50
 AUTO_CLIP_START = 5
 
 
-def clip_threshold(max_grad_norm, norms: list) -> float:
+def clip_threshold(max_grad_norm, norms):
     """The gradient-norm cap of the next step.
 
     A number: that number. None: no cap. "auto": ``AUTO_CLIP_FACTOR`` (5) times the median
     norm of the last ``AUTO_CLIP_WINDOW`` (50) steps, once ``AUTO_CLIP_START`` (5) steps
     were seen, so that a rare spike (an exploding trajectory of one batch) moves the
     weights no more than a typical step instead of wrecking Adam's moment estimates.
+    ``norms`` (a list or a 1-D tensor of the steps' norms so far): with a tensor the
+    "auto" cap is a 0-d tensor on its device, so that no step reads a value back to the host.
     """
     if max_grad_norm is None:
         return float("inf")
     if isinstance(max_grad_norm, str):
         if len(norms) < AUTO_CLIP_START:
             return float("inf")
+        if torch.is_tensor(norms):
+            return AUTO_CLIP_FACTOR * torch.quantile(norms[-AUTO_CLIP_WINDOW:], 0.5)
         return AUTO_CLIP_FACTOR * float(np.median(norms[-AUTO_CLIP_WINDOW:]))
     return float(max_grad_norm)
 
 
-def train_step(model, optimizer, batch: Batch, est, kl_weight: float, generator, solver, norms=None) -> dict:
-    """One optimisation step on one batch; returns its statistics (loss, mse, kl, nfe).
+def clip_gradients(parameters, cap) -> torch.Tensor:
+    """Scale the gradients to a total 2-norm of at most ``cap``; returns the norm before (0-d tensor).
 
-    ``norms``: the gradient norms (before clipping) of the steps so far; this step's is appended."""
-    norms = [] if norms is None else norms
+    As :func:`torch.nn.utils.clip_grad_norm_`, with ``cap`` a float or a 0-d tensor, and without
+    a read back to the host: when the norm is not finite every gradient is set to 0 (the
+    step then changes the weights by Adam's momentum only), and the training loop reports it
+    at the end of the epoch.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach()) for g in grads]))
+    finite = torch.isfinite(norm)
+    coef = torch.where(finite, (cap / (norm + 1e-6)).clamp(max=1.0), torch.zeros_like(norm))
+    for g in grads:
+        g.detach().copy_(torch.where(finite, g.detach() * coef.to(g.dtype), torch.zeros_like(g)))
+    return norm
+
+
+class StepRandomness:
+    """The random draws of one training step, made for the *global* batch.
+
+    Every rank draws the same numbers from the same generator for the whole global batch
+    and keeps its own rows, so that the draws a series gets do not depend on the number
+    of processes (and one process draws what it always drew).
+    """
+
+    def __init__(self, batch: Batch, est, latent_dim: int, generator):
+        self.enc_mask = train_encoder_mask(batch, est.mask_fraction, est.forecast_fraction, generator)
+        b = batch.m.shape[0]
+        self.eps = torch.randn((est.n_samples, b, latent_dim), generator=generator, device=batch.m.device,
+                               dtype=batch.m.dtype)
+
+
+def local_rows(batch: Batch, draws: StepRandomness, rows: np.ndarray, width: int):
+    """This rank's ``rows`` of a global batch and of its draws, cut to their own padded ``width``."""
+    r = torch.as_tensor(rows, device=batch.m.device)
+    cut = lambda a: a.index_select(0, r)[:, :width]  # noqa: E731
+    return Batch(cut(batch.t), cut(batch.x), cut(batch.m)), cut(draws.enc_mask), draws.eps.index_select(1, r)
+
+
+def train_step(net, model, optimizer, packed: Packed, gidx: np.ndarray, est, kl_weight: float, generator, solver,
+               norms: torch.Tensor, ctx=SINGLE):
+    """One optimisation step on the global batch ``gidx`` (this rank computes its own rows of it).
+
+    ``net`` is ``model`` itself or its :class:`~torch.nn.parallel.DistributedDataParallel`
+    wrapper. The loss of a rank is its share of the global batch's loss (normalised by the
+    global count of scored values), times the world size because DDP averages the gradients:
+    the update is the one a single process would make on the whole global batch.
+
+    Returns
+    -------
+    stats : dict of 0-d tensors (loss, mse, kl: this rank's share; grad_norm; nonfinite)
+        and ints (nfe_*), none of them read back to the host.
+    norms : Tensor
+        ``norms`` with this step's gradient norm appended (for ``max_grad_norm="auto"``).
+    """
     model.train()
     dyn, enc = model.decoder.dynamics, model.encoder
     nfe0, enc0 = dyn.nfe, enc.nfe
     prior0 = getattr(model.prior, "nfe", 0)
-    enc_mask = train_encoder_mask(batch, est.mask_fraction, est.forecast_fraction, generator)
+    batch = packed.batch(gidx)
+    draws = StepRandomness(batch, est, model.latent_dim, generator)
+    scored = batch.m if est.loss_on == "all" else batch.m * (1 - draws.enc_mask)
+    n_scored = (scored * model.variable_weight).sum().clamp_min(1.0)
+    rows = shard_rows(len(gidx), ctx)
+    share = len(rows) / len(gidx)
+    if not len(rows):  # fewer series than ranks: compute on one, contribute nothing
+        rows = np.zeros(1, dtype=np.int64)
+    local, enc_mask, eps = local_rows(batch, draws, rows, packed.width(gidx[rows]))
     optimizer.zero_grad(set_to_none=True)
-    loss, stats = model.loss(batch, enc_mask, n_samples=est.n_samples, kl_weight=kl_weight, generator=generator,
-                             solver=solver, loss_on=est.loss_on)
+    loss, stats = net(local, enc_mask, n_samples=est.n_samples, kl_weight=kl_weight, generator=generator,
+                      solver=solver, loss_on=est.loss_on, eps=eps, normalizer=n_scored, share=share)
     nfe_fwd = dyn.nfe - nfe0
-    if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"the training loss became {float(loss)}; lower lr (now {est.lr}) or tighten rtol/atol."
-        )
-    loss.backward()
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip_threshold(est.max_grad_norm, norms)))
-    norms.append(grad_norm)
+    (loss * (ctx.world_size if share > 0 else 0.0)).backward()
+    grad_norm = clip_gradients(model.parameters(), clip_threshold(est.max_grad_norm, norms))
+    finite = torch.isfinite(grad_norm)  # the same on every rank: the gradients were all-reduced
+    previous = norms[-1:] if len(norms) else torch.zeros(1, device=grad_norm.device)
+    norms = torch.cat([norms, torch.where(finite, grad_norm, previous[0]).reshape(1)])[-AUTO_CLIP_WINDOW:]
     optimizer.step()
-    stats.update(loss=float(loss.detach()), grad_norm=grad_norm, nfe_forward=nfe_fwd,
-                 nfe_backward=dyn.nfe - nfe0 - nfe_fwd,
-                 nfe_encoder=enc.nfe - enc0, nfe_prior=getattr(model.prior, "nfe", 0) - prior0)
-    return stats
+    bad = ~(finite & torch.isfinite(loss.detach()))  # this rank's view; reduced at the end of the epoch
+    stats = dict(loss=loss.detach() * (share > 0), mse=stats["mse"] * (share > 0), kl=stats["kl"] * (share > 0),
+                 grad_norm=grad_norm, nonfinite=bad.to(grad_norm.dtype))
+    stats.update(nfe_forward=nfe_fwd, nfe_backward=dyn.nfe - nfe0 - nfe_fwd, nfe_encoder=enc.nfe - enc0,
+                 nfe_prior=getattr(model.prior, "nfe", 0) - prior0)
+    return stats, norms
 
 
 LR_FLOOR = 0.1
@@ -240,57 +321,93 @@ def lr_schedule(optimizer, decay: float = 1.0, kind: str = "exponential", total_
     return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
 
 
-def run_epoch(model, optimizer, series: SeriesSet, scaling: Scaling, est, epoch: int, rng, generator, solver,
-              device, scheduler=None, norms=None) -> dict:
-    """One pass over the training series in random batches; returns mean statistics.
+SUMMED = ("loss", "mse", "kl")  # per-rank shares: summed over the ranks
+COUNTS = ("nfe_forward", "nfe_backward", "nfe_encoder", "nfe_prior")
 
-    ``scheduler`` (optional) is stepped after every optimisation step; ``norms`` collects the
-    gradient norms across epochs (for ``max_grad_norm="auto"``)."""
-    order = rng.permutation(series.n_series)
+
+def run_epoch(net, model, optimizer, packed: Packed, est, epoch: int, rng, generator, solver, scheduler=None,
+              norms=None, ctx=SINGLE):
+    """One pass over the training series in random global batches; returns mean statistics.
+
+    The statistics stay on the device during the epoch and are read (and, under data
+    parallelism, all-reduced) once at its end. ``scheduler`` (optional) is stepped after
+    every optimisation step; ``norms`` (a 1-D tensor) carries the recent gradient norms across
+    epochs (for ``max_grad_norm="auto"``).
+
+    Returns
+    -------
+    stats : dict
+        Epoch means of loss, mse, kl and grad_norm (the same on every rank), grad_norm_max,
+        the NFE counts (the largest over the ranks), kl_weight and lr.
+    norms : Tensor
+    """
+    order = rng.permutation(packed.n_series)
     kl_weight = 1.0 if est.kl_warmup <= 0 else min(1.0, (epoch + 1) / est.kl_warmup)
-    totals, n_batches, grad_max = {}, 0, 0.0
+    dev = packed.device
+    sums = torch.zeros(len(SUMMED), dtype=torch.float64, device=dev)
+    grad = torch.zeros(3, dtype=torch.float64, device=dev)  # sum of norms, max norm, non-finite steps
+    counts = np.zeros(len(COUNTS))
+    norms = torch.zeros(0, device=dev) if norms is None else norms
+    n_batches = 0
     for start in range(0, len(order), est.batch_size):
-        batch = collate(series, order[start:start + est.batch_size], scaling, device)
-        stats = train_step(model, optimizer, batch, est, kl_weight, generator, solver, norms)
+        stats, norms = train_step(net, model, optimizer, packed, order[start:start + est.batch_size], est,
+                                  kl_weight, generator, solver, norms, ctx)
         if scheduler is not None:
             scheduler.step()
-        for k, v in stats.items():
-            totals[k] = totals.get(k, 0.0) + v
-        grad_max = max(grad_max, stats["grad_norm"])
+        sums += torch.stack([stats[k].double() for k in SUMMED])
+        g = stats["grad_norm"].double()
+        grad = torch.stack([grad[0] + g, torch.maximum(grad[1], g), grad[2] + stats["nonfinite"].double()])
+        counts += [stats[k] for k in COUNTS]
         n_batches += 1
-    out = {k: v / n_batches for k, v in totals.items()}
-    out["grad_norm_max"] = grad_max
-    for k in ("nfe_forward", "nfe_backward", "nfe_encoder", "nfe_prior"):
-        out[k] = int(totals.get(k, 0))
+    all_reduce_sum(ctx, sums)
+    highest = torch.cat([grad[1:], torch.as_tensor(counts, dtype=torch.float64, device=dev)])
+    all_reduce_max(ctx, highest)  # the norms agree across ranks; the NFE counts and non-finite flags may not
+    loss, mse, kl = (sums / n_batches).tolist()
+    g_sum = float(grad[0])
+    g_max, bad, *cmax = highest.tolist()
+    if bad:
+        raise FloatingPointError(
+            f"the training loss or its gradient became non-finite in {int(bad)} step(s) of epoch {epoch + 1}; "
+            f"lower lr (now {est.lr}) or tighten rtol/atol.")
+    out = dict(loss=loss, mse=mse, kl=kl, grad_norm=g_sum / n_batches, grad_norm_max=g_max)
+    out.update({k: int(v) for k, v in zip(COUNTS, cmax)})
     out["kl_weight"] = kl_weight
     out["lr"] = optimizer.param_groups[0]["lr"]
-    return out
+    return out, norms
 
 
 def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling, est, rng, generator, solver,
-             device) -> list[dict]:
+             device, ctx=SINGLE) -> list[dict]:
     """Adam over ``est.max_epochs`` epochs with early stopping on the validation MSE.
 
-    The best weights (lowest validation MSE, or last epoch without validation) are
-    restored into ``model``. Returns the per-epoch history.
+    The training and validation series are standardised and moved to ``device`` once. The
+    best weights (lowest validation MSE, or last epoch without validation) are restored
+    into ``model``. Returns the per-epoch history.
+
+    Under data parallelism (``ctx``) the model is wrapped in DDP for the epochs, every rank
+    draws the same permutation from ``rng``, and the validation MSE is all-reduced, so that
+    every rank stops at the same epoch with the same weights; only rank 0 shows progress.
 
     A ``KeyboardInterrupt`` (Ctrl-C) stops training cleanly, as in skorch and Keras: the
     best weights so far are restored, the last record gets ``"interrupted": True`` (a
     record ``{"epoch": 1, "interrupted": True}`` when no epoch finished) and a warning says so.
     """
+    packed = Packed(train, scaling, device)
+    held = HeldOut(valid, scaling, device) if valid is not None else None
+    net = wrap(model, ctx, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=est.lr, weight_decay=est.weight_decay)
     steps_per_epoch = max(1, math.ceil(train.n_series / est.batch_size))
     kind = "exponential" if est.lr_decay < 1 else est.lr_schedule
     scheduler = lr_schedule(optimizer, est.lr_decay, kind, est.max_epochs * steps_per_epoch, steps_per_epoch)
-    history, best, best_state, waited, norms = [], np.inf, None, 0, []
-    bar = tqdm(range(est.max_epochs), disable=not est.verbose, desc="fit", unit="epoch")
+    history, best, best_state, waited, norms = [], np.inf, None, 0, None
+    bar = tqdm(range(est.max_epochs), disable=not (est.verbose and ctx.is_main), desc="fit", unit="epoch")
     try:
         for epoch in bar:
             t0 = time.perf_counter()
-            stats = run_epoch(model, optimizer, train, scaling, est, epoch, rng, generator, solver, device, scheduler,
-                              norms)
+            stats, norms = run_epoch(net, model, optimizer, packed, est, epoch, rng, generator, solver, scheduler,
+                                     norms, ctx)
             train_seconds = time.perf_counter() - t0
-            v = evaluate_mse(model, valid, scaling, est.batch_size, solver, device) if valid is not None else np.nan
+            v = evaluate_mse(model, held, est.batch_size, solver, ctx)
             record = {"epoch": epoch + 1, **stats, "valid_mse": v, "train_seconds": train_seconds,
                       "seconds": time.perf_counter() - t0}
             history.append(record)

@@ -161,15 +161,25 @@ def cmd_fit(a) -> int:
     params.update(dict(a.param))
     est = LatentODERegressor(**params)
     t0 = time.perf_counter()
-    est.fit(frame)
+    est.fit(frame)  # under torchrun every rank trains; rank 0 alone writes and reports
+    if not _is_main_rank():
+        return 0
     path = est.save(a.model_dir)
     n_series = frame[est.id_col_].nunique() if est.id_col_ is not None else 1
     n_valid = int(round(est.validation_fraction * n_series)) if n_series > 1 else 0
     split = f"{n_series - n_valid} training and {n_valid} validation series" if n_valid else \
         f"{n_series} training series (no validation)"
-    print(f"fitted {len(est.history_)} epochs in {time.perf_counter() - t0:.1f} s on {split}, "
+    where = f" on {est.world_size_} processes" if est.world_size_ > 1 else ""
+    print(f"fitted {len(est.history_)} epochs in {time.perf_counter() - t0:.1f} s{where} on {split}, "
           f"variables {list(est.feature_names_in_)}; saved to {path}", file=sys.stderr)
     return 0
+
+
+def _is_main_rank() -> bool:
+    """False on the ranks above 0 of a torch.distributed job (they train, but write nothing)."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def _horizon_queries(frame, est, horizon, freq) -> pd.DataFrame:

@@ -12,8 +12,7 @@ steps are zero-length and masked, so they change nothing. Two anchors:
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -98,12 +97,10 @@ class ODERNNEncoder(nn.Module):
         self.hidden_dim, self.max_step, self.anchor = hidden_dim, max_step, anchor
         self.nfe = 0
 
-    def _evolve(self, h: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
-        """RK4 for dh/dt = g(h) over per-series intervals ``dt`` of shape (batch, 1)."""
-        longest = float(dt.abs().max()) if dt.numel() else 0.0
-        if longest == 0.0:  # padded or repeated times: nothing to integrate
+    def _evolve(self, h: torch.Tensor, dt: torch.Tensor, n_sub: int) -> torch.Tensor:
+        """RK4 for dh/dt = g(h) over per-series intervals ``dt`` (batch, 1) in ``n_sub`` equal steps."""
+        if n_sub == 0:  # padded or repeated times: nothing to integrate
             return h
-        n_sub = max(1, math.ceil(longest / self.max_step))
         step = dt / n_sub
         for _ in range(n_sub):
             k1 = self.ode(h)
@@ -113,6 +110,16 @@ class ODERNNEncoder(nn.Module):
             h = h + step / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
             self.nfe += 4
         return h
+
+    def substeps(self, gaps: torch.Tensor) -> list[int]:
+        """RK4 sub-steps of every interval, from ``gaps`` (batch, n_intervals): one read to the host per batch.
+
+        An interval takes ``ceil(longest gap of the batch / max_step)`` steps, 0 when every gap is 0.
+        """
+        if not gaps.numel():
+            return [0] * gaps.shape[1]
+        longest = gaps.detach().abs().amax(dim=0).double().cpu().numpy()
+        return [int(np.ceil(g / self.max_step)) if g > 0 else 0 for g in longest]
 
     def forward(self, t: torch.Tensor, x: torch.Tensor, m: torch.Tensor):
         """Encode a batch.
@@ -134,15 +141,19 @@ class ODERNNEncoder(nn.Module):
         n_t = t.shape[1]
         tc = stopped_clock(t, m)
         if self.anchor == "last":
+            gaps = tc[:, 1:] - tc[:, :-1]  # (batch, time - 1): step j - 1 -> j
+            n_sub = self.substeps(gaps)
             for j in range(n_t):
                 if j > 0:
-                    h = self._evolve(h, (tc[:, j] - tc[:, j - 1]).unsqueeze(-1))
+                    h = self._evolve(h, gaps[:, j - 1:j], n_sub[j - 1])
                 h = torch.where(seen[:, j], self.gru(inp[:, j], h), h)
             return self.posterior(h)
+        # backwards: step j -> j - 1, and step 0 -> the origin
+        gaps = torch.cat([torch.zeros_like(tc[:, :1]), tc[:, :-1]], dim=1) - tc  # (batch, time), <= 0
+        n_sub = self.substeps(gaps)
         for j in range(n_t - 1, -1, -1):
             h = torch.where(seen[:, j], self.gru(inp[:, j], h), h)
-            prev = tc[:, j - 1] if j > 0 else torch.zeros_like(tc[:, 0])
-            h = self._evolve(h, (prev - tc[:, j]).unsqueeze(-1))
+            h = self._evolve(h, gaps[:, j:j + 1], n_sub[j])
         return self.posterior(h)
 
 

@@ -16,12 +16,13 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._collate import Scaling, collate, pad_queries
+from ._collate import Scaling, collate, pad_points
+from . import _distributed
 from ._frame import SeriesSet, TimeKind, group_points, validate_frame
 from ._queries import interval_columns, resolve_queries, time_values
 from ._validation import (InputTypeError, InputValueError, check_choice, check_number, resolve_device,
                           resolve_threads, torch_threads)
-from ._training import SCHEDULES, fit_loop, heldout_errors, heldout_values
+from ._training import SCHEDULES, HeldOut, fit_loop, heldout_errors, heldout_values
 from ._blend import apply_blend, fit_blend, reference_and_regime
 from ._windows import auto_window, cut_windows, query_windows
 from ._solvers import check_method
@@ -228,7 +229,17 @@ class LatentODERegressor(BaseEstimator):
         training step in ``benchmarks/speed.py`` and competes with other processes for the
         cores), torch's setting on CUDA. None leaves torch's setting.
     device : str, default="auto"
-        "auto" uses CUDA when available.
+        "auto" uses CUDA when available (under torchrun, the GPU ``cuda:LOCAL_RANK``).
+    distributed : "auto", bool, default="auto"
+        Data-parallel training on ``torch.distributed``. "auto": when the process was
+        launched by ``torchrun`` with more than one process (``WORLD_SIZE``, ``RANK``,
+        ``LOCAL_RANK``) or a process group is already initialised; single-process
+        otherwise. Every rank must call ``fit`` on the same data: each trains on its own
+        rows of every global batch of ``batch_size`` series, the gradients are averaged by
+        ``DistributedDataParallel`` (gloo on CPU, NCCL on CUDA), the validation MSE is
+        all-reduced, and every rank ends with the same weights. ``batch_size`` stays the
+        global batch, so a fit on 2 processes makes the same steps as on 1. False never
+        talks to other processes; True requires a distributed job.
     random_state : int, RandomState or None, default=None
         Makes a fit reproducible at a fixed thread count.
     verbose : int, default=0
@@ -254,6 +265,8 @@ class LatentODERegressor(BaseEstimator):
         (standardised units; see ``noise_std``).
     window_ : float or None
         The window length in internal time units (see ``window``).
+    world_size_ : int
+        The number of processes that trained the model (1 without data parallelism).
     rotation_cycles_ : (float, float) or None
         The lowest and highest initial frequency of the latent field, in cycles per
         time unit (``dynamics_init="rotations"``; None otherwise).
@@ -281,7 +294,8 @@ class LatentODERegressor(BaseEstimator):
                  max_epochs=20, batch_size=50, lr=1e-2, weight_decay=0.0, lr_schedule="cosine", lr_decay=1.0,
                  max_grad_norm="auto",
                  validation_fraction=0.1,
-                 patience=10, blend="auto", window="auto", n_threads="auto", device="auto", random_state=None, verbose=0):
+                 patience=10, blend="auto", window="auto", n_threads="auto", device="auto", distributed="auto",
+                 random_state=None, verbose=0):
         self.id_col = id_col
         self.time_col = time_col
         self.value_cols = value_cols
@@ -321,6 +335,7 @@ class LatentODERegressor(BaseEstimator):
         self.window = window
         self.n_threads = n_threads
         self.device = device
+        self.distributed = distributed
         self.random_state = random_state
         self.verbose = verbose
 
@@ -375,6 +390,9 @@ class LatentODERegressor(BaseEstimator):
             raise InputTypeError(f"adjoint must be True, False or 'auto', got {self.adjoint!r}.")
         if self.n_threads != "auto":
             check_number("n_threads", self.n_threads, low=1, integer=True, allow_none=True)
+        if not isinstance(self.distributed, (bool, np.bool_)) and not (isinstance(self.distributed, str)
+                                                                      and self.distributed == "auto"):
+            raise InputTypeError(f"distributed must be 'auto', True or False, got {self.distributed!r}.")
         if self.prior_options is not None and not isinstance(self.prior_options, dict):
             raise InputTypeError(f"prior_options must be a dict or None, got {type(self.prior_options).__name__}.")
 
@@ -490,10 +508,12 @@ class LatentODERegressor(BaseEstimator):
             c = characteristic_cycles(series, self.scaling_.mean, self.scaling_.std, self.scaling_.time_scale)
             self.rotation_cycles_ = (c / 4.0, 2.0 * c)
         self.variable_weight_ = self._variable_weights(series)
-        self.device_ = resolve_device(self.device)
+        self.device_ = _distributed.device_for(resolve_device(self.device))
+        ctx = _distributed.resolve(self.distributed, self.device_)
+        self.world_size_ = ctx.world_size
 
         rs = check_random_state(self.random_state)
-        seed = int(rs.randint(0, 2**31 - 1))
+        seed = _distributed.broadcast_seed(ctx, int(rs.randint(0, 2**31 - 1)))
         rng = np.random.default_rng(seed)
         n = series.n_series
         if validation_data is not None:
@@ -514,13 +534,13 @@ class LatentODERegressor(BaseEstimator):
             self._set_variable_weight()
             generator = torch.Generator(device=self.device_).manual_seed(seed)
             self.history_ = fit_loop(self.module_, train, valid, self.scaling_, self, rng, generator,
-                                     self._solver(), self.device_)
+                                     self._solver(), self.device_, ctx)
         self.module_.eval()
         self.blend_ = None
         if self.blend == "auto" or isinstance(self.noise_std, str):
             # one pass over held-out values of the validation series (else the training ones) serves both
-            held = heldout_values(self.module_, valid if valid is not None else train, self.scaling_,
-                                  max(self.batch_size, 256), self._solver(), self.device_)
+            held = heldout_values(self.module_, HeldOut(valid if valid is not None else train, self.scaling_,
+                                                        self.device_), max(self.batch_size, 256), self._solver(), ctx)
             if self.blend == "auto" and len(held[0]):
                 alpha = fit_blend(*held)
                 self.blend_ = np.ones((2, self.n_features_in_))
@@ -593,8 +613,7 @@ class LatentODERegressor(BaseEstimator):
                     continue
                 mu, sigma, t0, ref = self._posterior(context, idx)
                 z0 = mu.unsqueeze(0) if not n_samples else model.sample_z0(mu, sigma, n_samples, generator)
-                q = [(times[offsets[i]:offsets[i + 1]] - context.origin[i]) / scale for i in idx]
-                tq, lengths = pad_queries(q, self.device_)
+                tq, lengths = pad_points(times, offsets, idx, context.origin, scale, self.device_)
                 xhat = model.decode(z0, tq, t0, ref, **solver)
                 if self.blend_ is not None:
                     xhat = apply_blend(xhat, *reference_and_regime(ref.t, ref.x, ref.m, tq), self.blend_)
@@ -796,8 +815,8 @@ class LatentODERegressor(BaseEstimator):
         """
         check_is_fitted(self)
         series = self._windowed(self._validate(X).series.observed_only(), 1.0)
-        sq, n = heldout_errors(self.module_, series, self.scaling_, max(self.batch_size, 256), self._solver(),
-                               self.device_, blend=getattr(self, "blend_", None))
+        sq, n = heldout_errors(self.module_, HeldOut(series, self.scaling_, self.device_), max(self.batch_size, 256),
+                               self._solver(), blend=getattr(self, "blend_", None))
         mse = float(sq.sum() / n.sum()) if n.sum() > 0 else float("nan")
         if not np.isfinite(mse):
             raise ValueError("X has no held-out values to score (every series too short or empty).")
@@ -818,7 +837,7 @@ class LatentODERegressor(BaseEstimator):
             "variable_weight": [float(w) for w in self.variable_weight_],
             "window": self.window_, "adjoint": bool(self.adjoint_),
             "blend": None if self.blend_ is None else np.asarray(self.blend_).tolist(), "rotation_cycles": self.rotation_cycles_,
-            "history": self.history_,
+            "world_size": self.world_size_, "history": self.history_,
         }
 
     def save(self, path):
@@ -878,6 +897,7 @@ class LatentODERegressor(BaseEstimator):
         self.window_ = cfg.get("window")
         self.blend_ = None if cfg.get("blend") is None else np.asarray(cfg["blend"], dtype=float)
         self.rotation_cycles_ = tuple(cfg["rotation_cycles"]) if cfg.get("rotation_cycles") else None
+        self.world_size_ = int(cfg.get("world_size", 1))
         self.noise_std_ = None  # set from the weights below
         self.adjoint_ = bool(cfg.get("adjoint", True))
         self.device_ = resolve_device(device)

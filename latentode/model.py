@@ -185,8 +185,12 @@ class LatentODE(nn.Module):
         ll = -0.5 * z.pow(2) - torch.log(noise) - 0.5 * LOG_2PI
         return (ll * m).sum(dim=(-2, -1))
 
+    def forward(self, batch: Batch, enc_mask, **kwargs):
+        """The training loss, :meth:`loss` (what DistributedDataParallel calls)."""
+        return self.loss(batch, enc_mask, **kwargs)
+
     def loss(self, batch: Batch, enc_mask, *, n_samples: int = 1, kl_weight: float = 1.0, generator=None,
-             solver=None, loss_on: str = "all"):
+             solver=None, loss_on: str = "all", eps=None, normalizer=None, share: float = 1.0):
         """Negative ELBO (``n_samples=1``) or IWAE bound, per scored value.
 
         The encoder sees ``enc_mask``. With ``loss_on="all"`` the likelihood scores every
@@ -194,16 +198,24 @@ class LatentODE(nn.Module):
         next to reconstruction; with ``"hidden"`` only the observed values the encoder did
         not see (``batch.m - enc_mask``) are scored.
 
+        ``eps`` (samples, batch, latent_dim), ``normalizer`` and ``share`` let a batch be one
+        rank's rows of a larger global batch: the reparameterisation noise drawn for those
+        rows, the global batch's (weighted) count of scored values, and the rows' share of the
+        global batch's series. The returned loss and statistics are then this part's
+        contributions, which sum over the parts to the global batch's values.
+
         Returns
         -------
         loss : scalar Tensor
-            ``-sum(bound) / n_observed`` (+ the prior's regularisation, if any).
-        stats : dict
-            ``mse`` of the sample-mean reconstruction (standardised units) and ``kl``.
+            ``-sum(bound) / normalizer`` (default: this batch's weighted count of scored
+            values) ``+ share *`` the prior's regularisation, if any.
+        stats : dict of 0-d tensors
+            ``mse`` of the sample-mean reconstruction (standardised units, over
+            ``normalizer``) and ``kl`` (summed over the rows, divided by ``rows / share``).
         """
         solver = solver or {}
         mu, sigma, t0, reference = self.encode(batch.t, batch.x * enc_mask, enc_mask)
-        z0 = self.sample_z0(mu, sigma, n_samples, generator)
+        z0 = self.sample_z0(mu, sigma, n_samples, generator) if eps is None else mu + sigma * eps
         xhat = self.decode(z0, batch.t, t0, reference, **solver)
         scored = batch.m if loss_on == "all" else batch.m * (1 - enc_mask)
         scored = scored * self.variable_weight  # weights 1 unless the estimator set others
@@ -223,8 +235,9 @@ class LatentODE(nn.Module):
             log_w = ll + kl_weight * (log_p - log_q)
             bound = torch.logsumexp(log_w, dim=0) - math.log(n_samples)
             kl = (log_q - log_p).mean(0)
-        n_obs = scored.sum().clamp_min(1.0)
-        loss = -bound.sum() / n_obs + reg
+        n_obs = scored.sum().clamp_min(1.0) if normalizer is None else normalizer
+        loss = -bound.sum() / n_obs + share * reg
         with torch.no_grad():
             mse = ((xhat.mean(0) - batch.x).pow(2) * scored).sum() / n_obs
-        return loss, {"mse": float(mse), "kl": float(kl.detach().mean())}
+            kl = kl.detach().sum() * share / kl.shape[0]
+        return loss, {"mse": mse, "kl": kl}

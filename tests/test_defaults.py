@@ -53,8 +53,8 @@ def test_auto_noise_equals_rms_of_heldout_errors_without_validation(synth):
     df, _ = synth
     est = LatentODERegressor(**TINY).fit(df)  # validation_fraction=0: the training series
     series = est._validate(df).series.observed_only()
-    sq, n = _training.heldout_errors(est.module_, series, est.scaling_, 256, est._solver(), est.device_,
-                                     blend=est.blend_)
+    held = _training.HeldOut(series, est.scaling_, est.device_)
+    sq, n = _training.heldout_errors(est.module_, held, 256, est._solver(), blend=est.blend_)
     np.testing.assert_allclose(est.noise_std_, np.sqrt(sq / n), rtol=1e-4)
 
 
@@ -271,13 +271,13 @@ def test_scoreboard_protocol_hides_and_cuts():
 # ---------------------------------------------------------------------------- max_grad_norm="auto"
 def test_auto_clipping_caps_a_spike_at_five_medians(synth, monkeypatch):
     caps = []
-    real = torch.nn.utils.clip_grad_norm_
+    real = _training.clip_gradients
 
-    def spy(params, max_norm, *args, **kwargs):
-        caps.append(max_norm)
-        return real(params, max_norm, *args, **kwargs)
+    def spy(params, cap):
+        caps.append(float(cap))
+        return real(params, cap)
 
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    monkeypatch.setattr(_training, "clip_gradients", spy)
     df, _ = synth
     est = LatentODERegressor(**dict(TINY, max_epochs=4)).fit(df)  # 2 steps per epoch
     assert caps[:5] == [float("inf")] * 5
@@ -286,6 +286,8 @@ def test_auto_clipping_caps_a_spike_at_five_medians(synth, monkeypatch):
         norms += [h["grad_norm"]]  # epoch means only; the caps are checked against the rule itself
     assert all(np.isfinite(c) and c > 0 for c in caps[5:]) and len(caps) == 8
     assert _training.clip_threshold("auto", [1.0, 2.0, 3.0, 4.0, 100.0]) == pytest.approx(15.0)
+    assert float(_training.clip_threshold("auto", torch.tensor([1.0, 2.0, 3.0, 4.0, 100.0, 6.0]))) == \
+        pytest.approx(17.5)  # the interpolated median, as numpy's, on the device
     assert _training.clip_threshold(None, [1.0] * 10) == float("inf")
     assert _training.clip_threshold(2.5, []) == 2.5
 

@@ -533,9 +533,9 @@ def test_validation_data_selects_the_weights_and_is_checked(synth):
     held = LatentODERegressor(**dict(TINY, max_epochs=3, kl_warmup=0, patience=None)).fit(train)
     assert not np.allclose(est.predict(train)[VARS], held.predict(train)[VARS])
     # the weights kept are those of the best validation epoch: scoring them on valid gives its minimum
-    from latentode._training import evaluate_mse
-    best = evaluate_mse(est.module_, est._validate(valid).series.observed_only(), est.scaling_, est.batch_size,
-                        est._solver(), est.device_)
+    from latentode._training import HeldOut, evaluate_mse
+    held_out = HeldOut(est._validate(valid).series.observed_only(), est.scaling_, est.device_)
+    best = evaluate_mse(est.module_, held_out, est.batch_size, est._solver())
     assert best == pytest.approx(min(v), rel=1e-4)
     with pytest.raises(ValueError, match="validation_data"):
         LatentODERegressor(**dict(TINY, max_epochs=1)).fit(train, validation_data=valid.drop(columns=[VARS[0]]))

@@ -1,0 +1,5 @@
+"""``python -m latentode`` (and ``torchrun ... -m latentode``): the command line of :mod:`latentode.cli`."""
+
+from .cli import main
+
+raise SystemExit(main())
