@@ -160,11 +160,12 @@ def wrap(module: torch.nn.Module, ctx: Context, device: torch.device):
 
     DDP broadcasts rank 0's parameters at construction, so every rank starts from the same
     weights. Buffers (the likelihood's variable weights) are the same on every rank and are not
-    re-broadcast; parameters without a gradient in a step (a fixed noise, an unused prior) are
-    allowed.
+    re-broadcast. Every trainable parameter takes part in every training loss (a fixed noise is
+    not trainable), so DDP need not search the graph for unused ones
+    (``tests/test_distributed.py::test_every_trainable_parameter_gets_a_gradient``).
     """
     if not ctx.active:
         return module
     ids = [device.index] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False,
-                                                     find_unused_parameters=True)
+                                                     find_unused_parameters=False)

@@ -185,3 +185,29 @@ def test_packed_batches_equal_collate(synth):
     idx = np.array([4, 0, 11, 2])
     for a, b in zip(Packed(series, scaling).batch(idx), collate(series, idx, scaling)):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("options", [
+    dict(), dict(encoder="gru"), dict(prior="cnf"), dict(noise_std=None), dict(dynamics_init="mlp"),
+    dict(anchor="last", center="interp"), dict(n_samples=3), dict(loss_on="hidden"),
+])
+def test_every_trainable_parameter_gets_a_gradient(synth, options):
+    """What lets DDP run with find_unused_parameters=False: no trainable parameter sits out a step."""
+    df, _ = synth
+    from conftest import TINY
+
+    est = LatentODERegressor(**dict(TINY, max_epochs=1, **options)).fit(df)
+    model, series = est.module_, est._validate(df).series.observed_only()
+    batch = Packed(series, est.scaling_).batch(np.arange(series.n_series))
+
+    class Opts:
+        mask_fraction, forecast_fraction, n_samples = est.mask_fraction, est.forecast_fraction, est.n_samples
+
+    draws = StepRandomness(batch, Opts, est.latent_dim, torch.Generator().manual_seed(0))
+    model.train()
+    model.zero_grad()
+    loss, _ = model(batch, draws.enc_mask, n_samples=est.n_samples, eps=draws.eps, solver=est._solver(),
+                    loss_on=est.loss_on)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing
