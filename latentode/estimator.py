@@ -35,6 +35,8 @@ from .priors import PRIORS
 _FORMAT_VERSION = 1
 WINDOW_STRIDE = 0.5  # training windows start every half window
 ADJOINT_AUTO_POINTS = 200_000  # batch_size x longest series above which adjoint="auto" uses the adjoint
+INFER_CHUNK = 2048  # series per decoded chunk in predict/impute/sample (also capped by INFER_ELEMENTS)
+INFER_ELEMENTS = 2e7  # samples x series x queries x (features + latent) per chunk: the working memory's bound
 TRAIN_NOISE = 0.05  # noise_std="auto": the fixed noise std of training (standardised units)
 
 
@@ -601,8 +603,8 @@ class LatentODERegressor(BaseEstimator):
         scale, model, solver = self.scaling_.time_scale, self.module_, self._solver()
         # series per chunk: bounded by the decoded array's size (samples x series x queries x features)
         q_max = int(np.diff(offsets).max()) if n_s else 1
-        chunk = int(np.clip(2e7 // (max(n_samples, 1) * max(q_max, 1) * (n_f + self.latent_dim)), 1,
-                            max(self.batch_size, 256)))
+        chunk = int(np.clip(INFER_ELEMENTS // (max(n_samples, 1) * max(q_max, 1) * (n_f + self.latent_dim)), 1,
+                            max(self.batch_size, INFER_CHUNK)))
         parts = []
         model.eval()
         with torch.no_grad():

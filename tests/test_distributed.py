@@ -211,3 +211,41 @@ def test_every_trainable_parameter_gets_a_gradient(synth, options):
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing
+
+
+# ------------------------------------------------------------------ inference at scale
+def test_predict_streams_series_in_bounded_chunks(fitted, synth, monkeypatch):
+    """predict decodes a bounded number of series at a time, and the chunking leaves the answer alone."""
+    from latentode import estimator as estimator_module
+
+    df, _ = synth
+    whole = fitted.predict(df)
+    calls = []
+    encode = fitted.module_.encode
+
+    def counting(t, x, m):
+        calls.append(t.shape[0])
+        return encode(t, x, m)
+
+    monkeypatch.setattr(fitted.module_, "encode", counting)
+    monkeypatch.setattr(estimator_module, "INFER_CHUNK", 5)
+    monkeypatch.setattr(fitted, "batch_size", 1)
+    chunked = fitted.predict(df)
+    assert max(calls) <= 5 and sum(calls) == df["id"].nunique() and len(calls) == 3
+    pd.testing.assert_frame_equal(chunked, whole, rtol=1e-2, atol=1e-3)  # the adaptive steps differ by chunk
+
+
+def test_query_padding_without_a_loop_equals_the_per_series_one():
+    from latentode._collate import pad_points, pad_queries
+
+    rng = np.random.default_rng(0)
+    lengths = np.array([3, 0, 5, 1])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    times = np.sort(rng.random(lengths.sum())) * 10
+    origin = np.array([0.5, 0.0, 2.0, 1.0])
+    idx = np.array([2, 0, 1, 3])
+    loop = [(times[offsets[i]:offsets[i + 1]] - origin[i]) / 4.0 for i in idx]
+    a, la = pad_queries(loop)
+    b, lb = pad_points(times, offsets, idx, origin, 4.0)
+    torch.testing.assert_close(a, b)
+    np.testing.assert_array_equal(la, lb)
