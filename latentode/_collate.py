@@ -141,19 +141,28 @@ class Packed:
         self.x = as_t(np.concatenate([np.where(m, v, 0.0).reshape(-1, n_f), np.zeros((1, n_f))]))
         self.m = as_t(np.concatenate([m.reshape(-1, n_f), np.zeros((1, n_f), bool)]))
         self.device = self.t.device
+        self._starts = torch.as_tensor(np.where(self.lengths > 0, self.offsets[:-1], self.empty), device=self.device)
+        self._lengths = torch.as_tensor(self.lengths, device=self.device)
 
     def width(self, idx) -> int:
         """The padded time length of a batch of the series ``idx`` (at least 1)."""
         idx = np.asarray(idx, dtype=np.int64)
         return max(int(self.lengths[idx].max()) if len(idx) else 0, 1)
 
-    def batch(self, idx) -> Batch:
-        """The series ``idx`` as a :class:`Batch`, equal to :func:`collate`'s."""
+    def batch(self, idx, idx_device: torch.Tensor | None = None) -> Batch:
+        """The series ``idx`` as a :class:`Batch`, equal to :func:`collate`'s.
+
+        ``idx_device``: the same indices already on the device (a slice of an epoch's
+        permutation, moved there once); the gather then needs no transfer from the host.
+        """
         idx = np.asarray(idx, dtype=np.int64)
-        pos, valid, lengths = _padded_positions(self.offsets, idx)
-        pos = np.where((lengths > 0)[:, None], pos, self.empty)
-        index = torch.as_tensor(pos, device=self.device)
-        keep = torch.as_tensor(valid, device=self.device).unsqueeze(-1).to(self.m.dtype)
+        if idx_device is None:
+            idx_device = torch.as_tensor(idx, device=self.device)
+        width = self.width(idx)
+        lengths = self._lengths[idx_device].unsqueeze(1)                                  # (batch, 1)
+        j = torch.arange(width, device=self.device).unsqueeze(0)                          # (1, width)
+        index = self._starts[idx_device].unsqueeze(1) + torch.minimum(j, (lengths - 1).clamp_min(0))
+        keep = (j < lengths).unsqueeze(-1).to(self.m.dtype)
         m = self.m[index] * keep
         return Batch(self.t[index], self.x[index] * m, m)
 

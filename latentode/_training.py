@@ -240,15 +240,18 @@ class StepRandomness:
 
 
 def local_rows(batch: Batch, draws: StepRandomness, rows: np.ndarray, width: int):
-    """This rank's ``rows`` of a global batch and of its draws, cut to their own padded ``width``."""
-    r = torch.as_tensor(rows, device=batch.m.device)
-    cut = lambda a: a.index_select(0, r)[:, :width]  # noqa: E731
-    return Batch(cut(batch.t), cut(batch.x), cut(batch.m)), cut(draws.enc_mask), draws.eps.index_select(1, r)
+    """This rank's ``rows`` (contiguous) of a global batch and of its draws, cut to their own padded ``width``."""
+    lo, hi = int(rows[0]), int(rows[-1]) + 1
+    assert hi - lo == len(rows), "a rank's rows are contiguous"
+    cut = lambda a: a[lo:hi, :width]  # noqa: E731
+    return Batch(cut(batch.t), cut(batch.x), cut(batch.m)), cut(draws.enc_mask), draws.eps[:, lo:hi]
 
 
 def train_step(net, model, optimizer, packed: Packed, gidx: np.ndarray, est, kl_weight: float, generator, solver,
-               norms: torch.Tensor, ctx=SINGLE):
+               norms: torch.Tensor, ctx=SINGLE, gidx_device=None):
     """One optimisation step on the global batch ``gidx`` (this rank computes its own rows of it).
+
+    ``gidx_device``: the same indices on the device (see :meth:`Packed.batch`).
 
     ``net`` is ``model`` itself or its :class:`~torch.nn.parallel.DistributedDataParallel`
     wrapper. The loss of a rank is its share of the global batch's loss (normalised by the
@@ -266,7 +269,7 @@ def train_step(net, model, optimizer, packed: Packed, gidx: np.ndarray, est, kl_
     dyn, enc = model.decoder.dynamics, model.encoder
     nfe0, enc0 = dyn.nfe, enc.nfe
     prior0 = getattr(model.prior, "nfe", 0)
-    batch = packed.batch(gidx)
+    batch = packed.batch(gidx, gidx_device)
     draws = StepRandomness(batch, est, model.latent_dim, generator)
     scored = batch.m if est.loss_on == "all" else batch.m * (1 - draws.enc_mask)
     n_scored = (scored * model.variable_weight).sum().clamp_min(1.0)
@@ -342,6 +345,7 @@ def run_epoch(net, model, optimizer, packed: Packed, est, epoch: int, rng, gener
     norms : Tensor
     """
     order = rng.permutation(packed.n_series)
+    order_device = torch.as_tensor(order, device=packed.device)  # one transfer per epoch, sliced per step
     kl_weight = 1.0 if est.kl_warmup <= 0 else min(1.0, (epoch + 1) / est.kl_warmup)
     dev = packed.device
     sums = torch.zeros(len(SUMMED), dtype=torch.float64, device=dev)
@@ -350,8 +354,9 @@ def run_epoch(net, model, optimizer, packed: Packed, est, epoch: int, rng, gener
     norms = torch.zeros(0, device=dev) if norms is None else norms
     n_batches = 0
     for start in range(0, len(order), est.batch_size):
-        stats, norms = train_step(net, model, optimizer, packed, order[start:start + est.batch_size], est,
-                                  kl_weight, generator, solver, norms, ctx)
+        stop = start + est.batch_size
+        stats, norms = train_step(net, model, optimizer, packed, order[start:stop], est, kl_weight, generator,
+                                  solver, norms, ctx, order_device[start:stop])
         if scheduler is not None:
             scheduler.step()
         sums += torch.stack([stats[k].double() for k in SUMMED])
