@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from latentode import LatentODERegressor
 from latentode.baselines import GRUDeltaTRegressor
 from latentode.datasets import make_synthetic
 
@@ -175,3 +176,16 @@ def test_data_dir_resolution_order(monkeypatch, tmp_path):
     assert H.physionet_dir() == tmp_path / "physionet2012"
     for script in ("_harness.py", "calibration.py"):  # no absolute path of one machine
         assert "/work/" not in (REPO / "benchmarks" / script).read_text()
+
+
+def test_streaming_benchmark_runs_tiny(tmp_path):
+    """benchmarks/streaming.py's measurement, on 30 series of a tiny saved model."""
+    import streaming
+
+    est = LatentODERegressor(id_col="id", time_col="time", latent_dim=4, encoder_dim=8, width=8, n_layers=2,
+                             max_epochs=1, random_state=0).fit(streaming.frame(20, seed=0))
+    est.save(tmp_path / "model")
+    for what in ("predict", "impute"):
+        rec = streaming.run_one(str(tmp_path / "model"), 30, what)
+        assert rec["rows"] == len(streaming.frame(30)) and rec["rows_per_s"] > 0
+        assert rec["peak_rss_mb"] >= rec["frame_rss_mb"] > 0

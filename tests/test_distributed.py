@@ -167,7 +167,7 @@ def test_rank_shares_of_a_global_batch_sum_to_its_loss_and_gradient(synth):
         model.zero_grad()
         loss, stats = model.loss(local, mask, eps=eps, normalizer=n_scored, share=share, solver=solver)
         loss.backward()
-        return float(loss), float(stats["kl"]), [p.grad.clone() for p in model.parameters()]
+        return float(loss.detach()), float(stats["kl"]), [p.grad.clone() for p in model.parameters()]
 
     whole = loss_and_grad(np.arange(5), 1.0)
     parts = [loss_and_grad(r, len(r) / 5) for r in (np.arange(3), np.arange(3, 5))]

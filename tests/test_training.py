@@ -135,3 +135,22 @@ def test_validation_fraction_always_leaves_a_training_series(synth):
     df = synth[0][synth[0]["id"].isin(synth[0]["id"].unique()[:3])]
     est = LatentODERegressor(**dict(TINY, max_epochs=1, validation_fraction=0.9)).fit(df)
     assert np.isfinite(est.history_[0]["loss"]) and np.isfinite(est.history_[0]["valid_mse"])
+
+
+def test_a_non_finite_loss_stops_the_fit_at_the_end_of_its_epoch_with_finite_weights(synth, monkeypatch):
+    """No step reads the loss back; the epoch's statistics say a step went non-finite, and fit raises then."""
+    df, _ = synth
+    real = LatentODE.loss
+    calls = []
+
+    def poisoned(self, *args, **kwargs):
+        loss, stats = real(self, *args, **kwargs)
+        calls.append(1)
+        return (loss * float("nan"), stats) if len(calls) == 2 else (loss, stats)
+
+    monkeypatch.setattr(LatentODE, "loss", poisoned)
+    est = LatentODERegressor(**dict(TINY, max_epochs=3, batch_size=4))  # 3 steps per epoch
+    with pytest.raises(FloatingPointError, match="1 step"):
+        est.fit(df)
+    assert len(calls) == 3  # the epoch finished, and no later one started
+    assert all(torch.isfinite(p).all() for p in est.module_.parameters())
