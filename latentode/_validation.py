@@ -53,9 +53,8 @@ def resolve_device(device) -> torch.device:
 def resolve_threads(n_threads, device) -> int | None:
     """The torch thread count for the estimator's own work (None: leave torch's setting).
 
-    "auto": 1 on CPU (the matrices of a latent ODE are small: a second thread gained
-    nothing in ``benchmarks/speed.py``, 0.89 against 0.85 s per step, and competes with
-    other processes for the cores), torch's own setting on CUDA.
+    "auto": 1 on CPU (the matrices of a latent ODE are small: a second thread gains
+    little and competes with other processes for the cores), torch's own setting on CUDA.
     """
     if n_threads == "auto":
         return 1 if device.type == "cpu" else None

@@ -168,14 +168,10 @@ class LatentODERegressor(BaseEstimator):
         the ODE then models what linear interpolation misses. A
         variable a series never observed falls back to the training mean. The reference is
         computed from what the encoder sees (in training: after masking), so nothing hidden
-        leaks. "last" suits forecasting rarely measured, slowly changing variables (lab
-        values), whose last value a small z0 otherwise forgets, "interp" imputation on such
-        data (PhysioNet held-out MSE 3.97e-3 against 4.83e-3 with "mean" and 4.23e-3 for
-        linear interpolation alone; BENCHMARKS.md). It is not the default because it can also hurt: on
-        the quickstart's smooth synthetic series (learned noise) "mean" gave imputation MSE
-        0.41, "last" 0.54 and "interp" 0.23 (linear interpolation alone: 0.237), against
-        0.092 without centring (``python examples/quickstart.py --center mean``, seed 0).
-        Losses, ELBOs and log-likelihoods are not comparable across ``center`` settings: with a
+        leaks. Use "last" to forecast rarely measured, slowly changing variables (lab
+        values), whose last value a small z0 otherwise forgets, and "interp" to impute such
+        data. Leave it None for smooth dynamics that the latent state can carry, where a
+        centre can hurt (BENCHMARKS.md, "Centring the read-out", has both cases). Losses, ELBOs and log-likelihoods are not comparable across ``center`` settings: with a
         centre the model is a density of the values given their reference, which is built from
         the data (see :func:`latentode.evaluation.heldout_log_likelihood`).
     max_epochs, batch_size : int, default=20, 50
@@ -227,9 +223,9 @@ class LatentODERegressor(BaseEstimator):
         seconds for datetimes; None when not windowed).
     n_threads : "auto", int or None, default="auto"
         torch threads for the estimator's own work; the caller's setting is restored
-        afterwards. "auto": 1 on CPU (small matrices: a second thread gained nothing per
-        training step in ``benchmarks/speed.py`` and competes with other processes for the
-        cores), torch's setting on CUDA. None leaves torch's setting.
+        afterwards. "auto": 1 on CPU (the matrices are small, so a second thread
+        gains little and competes with other processes for the cores; BENCHMARKS.md,
+        "Scaling"), torch's setting on CUDA. None leaves torch's setting.
     device : str, default="auto"
         "auto" uses CUDA when available (under torchrun, the GPU ``cuda:LOCAL_RANK``).
     distributed : "auto", bool, default="auto"

@@ -264,16 +264,9 @@ class CNFPrior(nn.Module):
         How ``Tr(dg/dz)`` is computed. ``"exact"`` batches ``latent_dim`` vector-Jacobian products;
         ``"hutchinson"`` uses one Rademacher draw per solve, held fixed during it (and during its adjoint
         solve), which makes ``log_prob`` a random but unbiased estimate. ``"auto"`` is exact for
-        ``latent_dim <= 8`` and Hutchinson above. Measured with ``python -m latentode.priors`` (batch 50,
-        hidden 64, 2 layers, 1 CPU thread): cost of one evaluation relative to the plain field, as
-        ``exact / hutchinson`` for the forward pass and for forward plus one adjoint vector-Jacobian product::
-
-            latent_dim        2          4          8          16          20          32
-            forward       3.0/2.0    3.2/2.0    3.9/2.0    4.8/2.0     5.6/1.9     7.6/2.0
-            with vjp      7.7/5.1    9.1/5.1   12.3/5.1   19.2/5.2    25.8/5.1    45.6/5.2
-
-        Up to 8 dimensions exact costs at most ~2.4x Hutchinson and removes the estimator's variance;
-        from 16 on it costs 2.4-3.8x in the forward solve and 3.7-8.8x in the adjoint solve.
+        ``latent_dim <= 8`` and Hutchinson above: up to 8 dimensions the exact trace costs at most
+        about 2.4x Hutchinson's and removes its variance; above, it grows with the dimension
+        (``python -m latentode.priors`` measures it; BENCHMARKS.md, "Cost of the trace").
     method : str, default "dopri5"
         A torchdiffeq solver, one of :data:`latentode._solvers.METHODS` (the decoder's list too);
         fixed-step ones need ``solver_options={"step_size": h}``.
