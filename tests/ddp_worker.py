@@ -20,7 +20,7 @@ import torch
 from latentode import LatentODERegressor
 from latentode.datasets import make_synthetic
 
-BASE = dict(latent_dim=4, encoder_dim=8, width=16, n_layers=2, max_epochs=3, batch_size=7, kl_warmup=0,
+BASE = dict(latent_dim=4, encoder_dim=8, width=16, n_layers=2, max_epochs=2, batch_size=7, kl_warmup=0,
             validation_fraction=0.25, random_state=0)
 #: name -> options; 16 series, 12 training: global batches of 7 and 5 (4/3 and 3/2 rows per rank)
 CONFIGS = {"backprop": dict(BASE, adjoint=False), "adjoint": dict(BASE, adjoint=True)}

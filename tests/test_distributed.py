@@ -28,7 +28,7 @@ import ddp_worker  # noqa: E402
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
 #: the loss history of 2 processes against 1 on the same global batches. The ranks solve part batches, so
 #: the adaptive solver's steps (and the ODE-RNN's sub-steps, set by the longest gap of a batch) differ within
-#: its tolerance (rtol 1e-3); the random draws are the same. Measured: at most 5e-4 relative over 3 epochs.
+#: its tolerance (rtol 1e-3); the random draws are the same. Measured: at most 5e-4 relative.
 HISTORY_RTOL = 2e-3
 
 
