@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -92,7 +93,10 @@ def resolve(option, device: torch.device) -> Context:
         return SINGLE
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        kwargs = {"device_id": device} if device.type == "cuda" and device.index is not None else {}
+        kwargs = {}
+        if device.type == "cuda" and device.index is not None and \
+                "device_id" in inspect.signature(dist.init_process_group).parameters:  # torch >= 2.3
+            kwargs["device_id"] = device
         dist.init_process_group(backend, timeout=TIMEOUT, **kwargs)
         atexit.register(_shutdown)
     local = _env_int("LOCAL_RANK") if "LOCAL_RANK" in os.environ else dist.get_rank()
