@@ -29,26 +29,29 @@ def scaling() -> str:
     """Data-parallel samples per second (scaling.json)."""
     d = _load("scaling.json")
     recs = d["records"]
-    base = recs[0]["samples_per_s"]
-    out = [f"Data: {recs[0]['source']}, the first {d['stays']} stays ({recs[0]['n_train']} training series, global "
-           f"batch 50, {recs[0]['steps_per_epoch']} steps per epoch), the defaults with `max_epochs={d['epochs']}`; "
-           f"the last epoch is timed. Machine: {d['machine']}.", "",
-           "| processes | torch threads each | samples / s | vs 1 process, 1 thread | time in all-reduce | "
-           "fit wall s | fit CPU s (all ranks) |", "|---|---|---|---|---|---|---|"]
+    out = [f"Data: {recs[0]['source']}, the first {d['stays']} stays ({recs[0]['n_train']} training series), the "
+           f"defaults with `max_epochs={d['epochs']}` and the global `batch_size` of the table; the last epoch is "
+           f"timed. Machine: {d['machine']}.", "",
+           "| global batch | processes | torch threads each | samples / s | vs 1 process, 1 thread | "
+           "time in all-reduce | fit wall s | fit CPU s (all ranks) |", "|---|---|---|---|---|---|---|---|"]
     for r in recs:
+        base = next(b for b in recs if b["batch_size"] == r["batch_size"])["samples_per_s"]
         share = f"{100 * r['allreduce_share']:.1f}%" if r["world_size"] > 1 else "–"
-        out.append(f"| {r['world_size']} | {r['threads']} | {r['samples_per_s']:.1f} | "
+        out.append(f"| {r['batch_size']} | {r['world_size']} | {r['threads']} | {r['samples_per_s']:.1f} | "
                    f"{r['samples_per_s'] / base:.2f}x | {share} | {r['fit_wall_s']:.0f} | {r['fit_cpu_s']:.0f} |")
-    out += ["", "Command: `python benchmarks/scaling.py --stays {} --epochs {}`.".format(d["stays"], d["epochs"])]
+    batches = ",".join(str(b) for b in d["batches"])
+    out += ["", f"Command: `python benchmarks/scaling.py --stays {d['stays']} --epochs {d['epochs']} "
+                f"--batches {batches}`."]
     return "\n".join(out)
 
 
 def streaming() -> str:
     """predict / impute at scale (streaming.json)."""
     d = _load("streaming.json")
+    per = d["records"][0]["rows"] / d["records"][0]["n_series"]
     out = ["A model fitted on 300 series of `make_synthetic` predicts (at the rows) and imputes frames of "
-           "`make_synthetic` series (3 variables, 20-60 rows each), each size in a fresh process, 1 torch thread. "
-           f"Machine: {d['machine']}.", "",
+           f"`make_synthetic` series (3 variables, {per:.0f} rows per series on average), each size in a fresh "
+           f"process, 1 torch thread. Machine: {d['machine']}.", "",
            "| series | call | rows | wall s | CPU s | rows / s | RSS with the frame loaded MB | peak RSS MB | "
            "input frame MB | output frame MB |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["records"]:
@@ -79,13 +82,27 @@ def loop() -> str:
     ]
     out = [f"PhysioNet stays ({a['source']}), 1 torch thread, CPU; `{before}` is the code without these changes, "
            f"run in a git worktree in the same session. The last two rows time both ways inside this tree.", "",
-           f"| change | measured | without | with | ratio |", "|---|---|---|---|---|"]
+           "| change | measured | without | with | ratio |", "|---|---|---|---|---|"]
     out += [f"| {c} | {m} | {x} | {y} | {r:.2f} |" for c, m, x, y, r in rows]
     out += ["", f"Command: `python benchmarks/speed.py --loop {before.split()[0]}`."]
     return "\n".join(out)
 
 
-SECTIONS = {"scaling": scaling, "streaming": streaming, "loop": loop}
+def threads() -> str:
+    """One against two torch threads for a default fit, with and without load (threads.json)."""
+    d = _load("threads.json")
+    out = ["The quickstart data (300 series), the defaults with the epochs of the command, each row in its own "
+           "process; \"busy\" rows run beside a process that keeps the cores busy with NumPy matrix products. "
+           f"Machine: 2-core x86_64, {d['machine']}.", "",
+           "| other busy process | torch threads | wall s / epoch | CPU s / epoch |", "|---|---|---|---|"]
+    for r in d["rows"]:
+        out.append(f"| {'yes' if r['other_busy_process'] else 'no'} | {r['threads']} | {r['wall_s_per_epoch']:.1f} | "
+                   f"{r['cpu_s_per_epoch']:.1f} |")
+    out += ["", f"Command: `{d['command']}`."]
+    return "\n".join(out)
+
+
+SECTIONS = {"scaling": scaling, "streaming": streaming, "loop": loop, "threads": threads}
 
 
 def markers(name: str) -> tuple[str, str]:

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 CACHE = ROOT / "benchmarks" / "results" / "scaling_data.pkl"
 
 
-def worker(epochs: int, threads: int, out: str) -> None:
+def worker(epochs: int, threads: int, out: str, batch: int = 50) -> None:
     """One process of one configuration (under torchrun: one rank)."""
     import torch
     import torch.distributed as dist
@@ -63,16 +63,16 @@ def worker(epochs: int, threads: int, out: str) -> None:
 
     _training.wrap = timed_wrap
     est = LatentODERegressor(id_col="id", time_col="time", max_epochs=epochs, patience=None, random_state=0,
-                             n_threads=threads)
+                             n_threads=threads, batch_size=batch)
     c0, w0 = time.process_time(), time.perf_counter()
     est.fit(df)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     rank = dist.get_rank() if dist.is_initialized() else 0
-    steps = -(-int(round(df["id"].nunique() * 0.9)) // est.batch_size)
     last = est.history_[-1]
     n_train = df["id"].nunique() - int(round(0.1 * df["id"].nunique()))
+    steps = -(-n_train // est.batch_size)
     comm_last = sum(comm[-(len(comm) // epochs):]) if comm else 0.0
-    rec = dict(world_size=est.world_size_, threads=threads, rank=rank, source=source, n_train=n_train,
+    rec = dict(world_size=est.world_size_, threads=threads, batch_size=batch, rank=rank, source=source, n_train=n_train,
                steps_per_epoch=steps, epoch_train_s=last["train_seconds"], samples_per_s=n_train / last["train_seconds"],
                allreduce_s=comm_last, allreduce_share=comm_last / last["train_seconds"], fit_wall_s=wall,
                fit_cpu_s=cpu, epochs=len(est.history_), loss=[h["loss"] for h in est.history_])
@@ -82,7 +82,7 @@ def worker(epochs: int, threads: int, out: str) -> None:
 CONFIGS = [dict(world=1, threads=1), dict(world=1, threads=2), dict(world=2, threads=1)]
 
 
-def main(stays: int, epochs: int, out=ROOT / "benchmarks" / "results") -> list:
+def main(stays: int, epochs: int, batches=(50,), out=ROOT / "benchmarks" / "results") -> list:
     from speed import physionet_like
 
     CACHE.parent.mkdir(parents=True, exist_ok=True)
@@ -92,9 +92,9 @@ def main(stays: int, epochs: int, out=ROOT / "benchmarks" / "results") -> list:
     for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     records = []
-    for cfg in CONFIGS:
-        tag = out / f"scaling-run-{cfg['world']}x{cfg['threads']}.json"
-        args = [__file__, "--one", json.dumps([epochs, cfg["threads"], str(tag)])]
+    for cfg in [dict(c, batch=b) for b in batches for c in CONFIGS]:
+        tag = out / f"scaling-run-{cfg['world']}x{cfg['threads']}-b{cfg['batch']}.json"
+        args = [__file__, "--one", json.dumps([epochs, cfg["threads"], str(tag), cfg["batch"]])]
         launcher = [sys.executable] if cfg["world"] == 1 else \
             [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg['world']}"]
         res = subprocess.run(launcher + args, capture_output=True, text=True, cwd=ROOT, env=env)
@@ -103,17 +103,18 @@ def main(stays: int, epochs: int, out=ROOT / "benchmarks" / "results") -> list:
         ranks = [json.loads(tag.with_name(tag.stem + f"-{r}.json").read_text()) for r in range(cfg["world"])]
         rec = dict(ranks[0], fit_cpu_s=sum(r["fit_cpu_s"] for r in ranks))
         records.append(rec)
-    base = records[0]["samples_per_s"]
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"
-    print(f"data: {records[0]['source']}, {records[0]['n_train']} training series, batch 50; machine: {machine}\n")
-    print("| processes | threads each | samples / s | vs 1 process, 1 thread | all-reduce share | fit wall s | "
-          "fit CPU s (all ranks) |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"data: {records[0]['source']}, {records[0]['n_train']} training series; machine: {machine}\n")
+    print("| global batch | processes | threads each | samples / s | vs 1 process, 1 thread | all-reduce share | "
+          "fit wall s | fit CPU s (all ranks) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in records:
-        print(f"| {r['world_size']} | {r['threads']} | {r['samples_per_s']:.1f} | {r['samples_per_s'] / base:.2f}x | "
-              f"{100 * r['allreduce_share']:.1f}% | {r['fit_wall_s']:.0f} | {r['fit_cpu_s']:.0f} |")
+        base = next(b for b in records if b["batch_size"] == r["batch_size"])["samples_per_s"]
+        print(f"| {r['batch_size']} | {r['world_size']} | {r['threads']} | {r['samples_per_s']:.1f} | "
+              f"{r['samples_per_s'] / base:.2f}x | {100 * r['allreduce_share']:.1f}% | {r['fit_wall_s']:.0f} | "
+              f"{r['fit_cpu_s']:.0f} |")
     (out / "scaling.json").write_text(json.dumps({"machine": machine, "stays": stays, "epochs": epochs,
-                                                  "records": records}, indent=1))
+                                                  "batches": list(batches), "records": records}, indent=1))
     return records
 
 
@@ -121,9 +122,10 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stays", type=int, default=400)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--batches", default="50,200", help="global batch sizes, comma-separated")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
         worker(*json.loads(a.one))
     else:
-        main(a.stays, a.epochs)
+        main(a.stays, a.epochs, [int(b) for b in a.batches.split(",")])

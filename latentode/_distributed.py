@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import hashlib
 import inspect
 import os
 from dataclasses import dataclass
@@ -124,6 +125,29 @@ def broadcast_seed(ctx: Context, seed: int) -> int:
     box = [seed]
     dist.broadcast_object_list(box, src=0)
     return int(box[0])
+
+
+def fingerprint(*arrays) -> str:
+    """A short hash of numpy arrays' shapes and bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes() if a.dtype != object else repr(a.tolist()).encode())
+    return h.hexdigest()
+
+
+def check_same_data(ctx: Context, digest: str, what: str = "X") -> None:
+    """Raise on every rank (the same error) unless every rank holds data with the same ``digest``."""
+    if not ctx.active:
+        return
+    digests = [None] * ctx.world_size
+    dist.all_gather_object(digests, digest)
+    differ = [r for r, d in enumerate(digests) if d != digests[0]]
+    if differ:
+        raise InputValueError(
+            f"{what} differs between ranks (ranks {differ} hold other data than rank 0): under torchrun every "
+            "rank must call fit on the same frame; each trains on its own rows of every global batch.")
 
 
 def all_reduce_sum(ctx: Context, tensor: torch.Tensor) -> torch.Tensor:

@@ -510,6 +510,8 @@ class LatentODERegressor(BaseEstimator):
         ctx = _distributed.resolve(self.distributed, self.device_)
         self.world_size_ = ctx.world_size
 
+        _distributed.check_same_data(ctx, _distributed.fingerprint(series.ids, series.time, series.values,
+                                                                   series.offsets))
         rs = check_random_state(self.random_state)
         seed = _distributed.broadcast_seed(ctx, int(rs.randint(0, 2**31 - 1)))
         rng = np.random.default_rng(seed)

@@ -5,6 +5,7 @@ Usage: ``torchrun --standalone --nproc_per_node=2 tests/ddp_worker.py OUT MODE``
 MODE "fit": fits :data:`CONFIGS` on :func:`data` and writes, per rank and configuration,
 the weights, the history, the predictions and the pickled estimator to OUT.
 MODE "fail": rank 1 raises in its second training step; the job must end with that error.
+MODE "mismatch": rank 1 fits other data than rank 0; every rank must refuse it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ def data():
 def main(out: Path, mode: str) -> None:
     rank = int(os.environ["RANK"])
     df = data()
+    if mode == "mismatch":  # rank 1 leaves a series out
+        if rank == 1:
+            df = df[df["id"] != df["id"].iloc[0]]
+        LatentODERegressor(**BASE).fit(df)
+        return
     if mode == "fail":
         from latentode import _training
 

@@ -95,6 +95,12 @@ def test_a_rank_that_raises_ends_the_job_with_its_error(tmp_path):
     assert time.perf_counter() - t0 < 120
 
 
+def test_ranks_with_different_data_refuse_to_train(tmp_path):
+    res = torchrun(tmp_path, "mismatch", timeout=120)
+    assert res.returncode != 0
+    assert "differs between ranks" in res.stderr + res.stdout
+
+
 def test_torchrun_cli_fit_writes_one_model(tmp_path, synth):
     df, _ = synth
     data = tmp_path / "data.csv"
