@@ -77,6 +77,15 @@ def make_oscillator(n_series=200, *, damping=0.0, periods=(3.0, 5.0), n_obs=(30,
 
     Every series shares the frequency (one period = 1 time unit); amplitude and phase vary.
     ``damping`` is the ratio zeta. ``observe_velocity=False`` observes the position only.
+
+    Examples
+    --------
+    >>> from latentode.datasets import make_oscillator
+    >>> df, truth = make_oscillator(3, random_state=0)
+    >>> list(df.columns), df["id"].nunique(), df.shape == truth.shape
+    (['id', 'time', 'position', 'velocity'], 3, True)
+    >>> bool(df["position"].isna().any() and truth["position"].notna().all())
+    True
     """
     rs = check_random_state(random_state)
     w = 2 * np.pi
