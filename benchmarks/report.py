@@ -81,7 +81,8 @@ def loop() -> str:
          f"{p['query_loop_s']:.3f} s (loop)", f"{p['query_vector_s']:.3f} s", p["query_vector_s"] / p["query_loop_s"]),
     ]
     out = [f"PhysioNet stays ({a['source']}), 1 torch thread, CPU; `{before}` is the code without these changes, "
-           f"run in a git worktree in the same session. The last two rows time both ways inside this tree.", "",
+           "measured in a git worktree by the same command, one after the other. The last two rows time both ways "
+           "inside this tree.", "",
            "| change | measured | without | with | ratio |", "|---|---|---|---|---|"]
     out += [f"| {c} | {m} | {x} | {y} | {r:.2f} |" for c, m, x, y, r in rows]
     out += ["", f"Command: `python benchmarks/speed.py --loop {before.split()[0]}`."]
