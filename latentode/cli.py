@@ -16,6 +16,7 @@ other error is a bug: it is shown with its traceback and exits with code 1.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import re
 import sys
@@ -176,10 +177,12 @@ def cmd_fit(a) -> int:
 
 
 def _is_main_rank() -> bool:
-    """False on the ranks above 0 of a torch.distributed job (they train, but write nothing)."""
+    """False on the ranks above 0 of a torch.distributed or torchrun job (they compute, but write nothing)."""
     import torch.distributed as dist
 
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _horizon_queries(frame, est, horizon, freq) -> pd.DataFrame:
@@ -233,8 +236,9 @@ def cmd_predict(a) -> int:
         times = _horizon_queries(frame, est, a.horizon, a.freq)
     pred = est.predict(frame, times=times, level=a.level or None, quantiles=a.quantiles or None,
                        return_std=a.std, n_samples=a.n_samples, random_state=a.seed)
-    write_table(pred, a.output)
-    print(f"wrote {len(pred)} rows to {a.output}", file=sys.stderr)
+    if _is_main_rank():  # under torchrun every rank predicts the same rows; one writes them
+        write_table(pred, a.output)
+        print(f"wrote {len(pred)} rows to {a.output}", file=sys.stderr)
     return 0
 
 
@@ -243,8 +247,9 @@ def cmd_impute(a) -> int:
     est.n_threads = a.threads
     frame = _read_for_model(a.data, est, "data file")
     out = est.impute(frame)
-    write_table(out, a.output)
-    print(f"wrote {len(out)} rows to {a.output}", file=sys.stderr)
+    if _is_main_rank():
+        write_table(out, a.output)
+        print(f"wrote {len(out)} rows to {a.output}", file=sys.stderr)
     return 0
 
 

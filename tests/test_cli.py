@@ -233,3 +233,14 @@ def test_threads_option_reaches_the_estimator(tmp_path, monkeypatch):
                      "--threads", "1"]) == 0
     with pytest.raises(SystemExit):
         cli.main(["impute", str(data), "-m", str(tmp_path / "m"), "-o", str(tmp_path / "o.csv"), "--threads", "0"])
+
+
+def test_ranks_above_zero_write_nothing(workdir, tmp_path, monkeypatch):
+    """Under torchrun every rank runs the command; rank 0 alone writes its output."""
+    d = workdir
+    for rank, written in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        for cmd in ("impute", "predict"):
+            out = tmp_path / f"{cmd}-{rank}.csv"
+            assert main([cmd, str(d / "data.csv"), "-m", str(d / "model"), "-o", str(out)]) == 0
+            assert out.exists() == written
