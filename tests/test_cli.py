@@ -237,7 +237,7 @@ def test_threads_option_reaches_the_estimator(tmp_path, monkeypatch):
 
 def test_ranks_above_zero_write_nothing(workdir, tmp_path, monkeypatch):
     """Under torchrun every rank runs the command; rank 0 alone writes its output."""
-    d = workdir
+    d, _ = workdir
     for rank, written in (("1", False), ("0", True)):
         monkeypatch.setenv("RANK", rank)
         for cmd in ("impute", "predict"):
