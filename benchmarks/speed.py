@@ -211,7 +211,10 @@ def loop_costs(batch: int = 50, repeats: int = 5) -> dict:
     steps = -(-series.n_series // est.batch_size)
     import latentode
 
-    return dict(source=source, package=latentode.__file__, encoder_s=float(np.median(times)),
+    package = Path(latentode.__file__).resolve()  # recorded relative to its tree: no machine paths in results
+    tree = Path(os.environ.get("PYTHONPATH", str(ROOT))).resolve()
+    return dict(source=source, package=str(package.relative_to(tree)) if package.is_relative_to(tree) else
+                package.name, encoder_s=float(np.median(times)),
                 step_s=est.history_[-1]["train_seconds"] / steps)
 
 
