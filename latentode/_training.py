@@ -112,7 +112,7 @@ class HeldOut:
 
 
 def _heldout_batches(model, held: HeldOut, batch_size: int, solver, ctx=SINGLE):
-    """Per batch of this rank's series: (full, seen, xhat, r, outside), the encoder seeing ``seen``."""
+    """Per batch of this rank's series: (full, seen, xhat, r, outside, distance), the encoder seeing ``seen``."""
     from ._blend import reference_and_regime
 
     mine = shard_series(held.n_series, ctx)
@@ -123,14 +123,14 @@ def _heldout_batches(model, held: HeldOut, batch_size: int, solver, ctx=SINGLE):
             full, seen = held.full.batch(idx), held.seen.batch(idx)
             mu, _, t0, ref = model.encode(seen.t, seen.x, seen.m)
             xhat = model.decode(mu.unsqueeze(0), full.t, t0, ref, **solver)[0]
-            r, outside = reference_and_regime(seen.t, seen.x, seen.m, full.t)
-            yield full, seen, xhat, r, outside
+            r, outside, distance = reference_and_regime(seen.t, seen.x, seen.m, full.t)
+            yield full, seen, xhat, r, outside, distance
 
 
 def heldout_errors(model, held: HeldOut, batch_size: int, solver, ctx=SINGLE, blend=None):
     """Squared errors (standardised units) on the held-out values, the encoder seeing the rest.
 
-    ``blend`` (2, n_features) or None: the gate of :mod:`latentode._blend` applied to the
+    ``blend`` ``(alpha, edges)`` or None: the gate of :mod:`latentode._blend` applied to the
     predictions. Under data parallelism each rank scores its share of the series and the sums
     are all-reduced, so every rank returns the same totals.
 
@@ -144,8 +144,8 @@ def heldout_errors(model, held: HeldOut, batch_size: int, solver, ctx=SINGLE, bl
 
     n_f = held.full.x.shape[1]
     totals = torch.zeros(2, n_f, dtype=torch.float64, device=held.full.device)
-    for full, seen, xhat, r, outside in _heldout_batches(model, held, batch_size, solver, ctx):
-        xhat = apply_blend(xhat, r, outside, blend)
+    for full, seen, xhat, r, outside, distance in _heldout_batches(model, held, batch_size, solver, ctx):
+        xhat = apply_blend(xhat, r, outside, distance, blend)
         target = (full.m - seen.m) * model.variable_weight
         totals[0] += ((xhat - full.x).pow(2) * target).sum(dim=(0, 1)).double()
         totals[1] += target.sum(dim=(0, 1)).double()
@@ -154,21 +154,22 @@ def heldout_errors(model, held: HeldOut, batch_size: int, solver, ctx=SINGLE, bl
 
 
 def heldout_values(model, held: HeldOut, batch_size: int, solver, ctx=SINGLE):
-    """The held-out values as flat arrays, to fit the gate: y, model, interpolation, outside, feature index.
+    """The held-out values as flat arrays, to fit the gate: y, model, interpolation, outside, distance to
+    the nearest visible value, feature index.
 
     Under data parallelism every rank gets every rank's values, in rank order."""
     parts = []
-    for full, seen, xhat, r, outside in _heldout_batches(model, held, batch_size, solver, ctx):
+    for full, seen, xhat, r, outside, distance in _heldout_batches(model, held, batch_size, solver, ctx):
         sel = ((full.m - seen.m) > 0).cpu().numpy()
         feat = np.broadcast_to(np.arange(sel.shape[-1]), sel.shape)
         parts.append([a.cpu().double().numpy()[sel] if torch.is_tensor(a) else a[sel]
-                      for a in (full.x, xhat, r, outside, feat)])
+                      for a in (full.x, xhat, r, outside, distance, feat)])
     if parts:
-        y, m, r, out, f = (np.concatenate(c) for c in zip(*parts))
+        y, m, r, out, dist, f = (np.concatenate(c) for c in zip(*parts))
     else:
-        y, m, r, out, f = [np.empty(0)] * 4 + [np.empty(0, np.int64)]
-    y, m, r, out, f = all_gather_arrays(ctx, [y, m, r, out.astype(bool), f.astype(np.int64)])
-    return y, m, r, out.astype(bool), f.astype(np.int64)
+        y, m, r, out, dist, f = [np.empty(0)] * 5 + [np.empty(0, np.int64)]
+    y, m, r, out, dist, f = all_gather_arrays(ctx, [y, m, r, out.astype(bool), dist, f.astype(np.int64)])
+    return y, m, r, out.astype(bool), dist, f.astype(np.int64)
 
 
 def evaluate_mse(model, held: HeldOut | None, batch_size: int, solver, ctx=SINGLE) -> float:

@@ -23,7 +23,7 @@ from ._queries import interval_columns, resolve_queries, time_values
 from ._validation import (InputTypeError, InputValueError, check_choice, check_number, resolve_device,
                           resolve_threads, torch_threads)
 from ._training import SCHEDULES, HeldOut, fit_loop, heldout_errors, heldout_values
-from ._blend import apply_blend, fit_blend, reference_and_regime
+from ._blend import apply_blend, as_gate, fit_blend, gate_at, reference_and_regime
 from ._windows import auto_window, cut_windows, query_windows
 from ._solvers import check_method
 from .decoder import DYNAMICS_INIT, ROTATION_CYCLES
@@ -206,12 +206,13 @@ class LatentODERegressor(BaseEstimator):
     blend : {"auto", None}, default="auto"
         "auto": after training, a gate per variable between the model's read-out and the
         linear interpolation in time of the context's values (the last value past the
-        end) is fitted by least squares on held-out values of the validation series, one
-        weight inside the variable's observed span (imputation) and one outside it
-        (forecasting), each in [0, 1] (``blend_``; :mod:`latentode._blend`). Where the
-        model beats interpolation the weight is 1; on dense, smooth data an undertrained
-        model is pulled towards interpolation instead of losing to it. None: the read-out
-        alone.
+        end) is fitted by least squares on held-out values of the validation series:
+        weights in [0, 1] inside the variable's observed span (imputation) and outside it
+        (forecasting), each for up to 4 bins of the distance to the nearest observed value
+        (``blend_``, ``blend_edges_``; :mod:`latentode._blend`). Where the model beats
+        interpolation the weight is 1; on dense, smooth data, or next to an observation, an
+        undertrained model is pulled towards interpolation instead of losing to it. None:
+        the read-out alone.
     window : "auto", None, float or duration, default="auto"
         Train and predict long series in windows of this length (a number in the time
         column's units, or a duration such as ``"30D"`` for datetimes). Training windows
@@ -255,9 +256,13 @@ class LatentODERegressor(BaseEstimator):
         The likelihood weight of each variable in training (see ``variable_weight``).
     adjoint_ : bool
         Whether training used the adjoint (see ``adjoint``).
-    blend_ : ndarray of shape (2, n_features) or None
-        The gate of ``blend``: row 0 inside each variable's observed span, row 1 outside
-        (1 = the model alone, 0 = interpolation alone).
+    blend_ : ndarray of shape (2, n_bins, n_features) or None
+        The gate of ``blend``: ``blend_[0]`` inside each variable's observed span,
+        ``blend_[1]`` outside, one row per distance bin (1 = the model alone, 0 =
+        interpolation alone).
+    blend_edges_ : ndarray of shape (2, n_bins - 1) or None
+        The distance bins' edges of each regime, in units of ``scaling_.time_scale`` (the
+        model's time unit); infinite edges leave the bins above them unused.
     noise_std_ : ndarray of shape (n_features,)
         The observation noise std of each variable used by intervals and samples
         (standardised units; see ``noise_std``).
@@ -536,24 +541,25 @@ class LatentODERegressor(BaseEstimator):
             self.history_ = fit_loop(self.module_, train, valid, self.scaling_, self, rng, generator,
                                      self._solver(), self.device_, ctx)
         self.module_.eval()
-        self.blend_ = None
+        self.blend_ = self.blend_edges_ = None
         if self.blend == "auto" or isinstance(self.noise_std, str):
             # one pass over held-out values of the validation series (else the training ones) serves both
             held = heldout_values(self.module_, HeldOut(valid if valid is not None else train, self.scaling_,
                                                         self.device_), max(self.batch_size, 256), self._solver(), ctx)
             if self.blend == "auto" and len(held[0]):
-                alpha = fit_blend(*held)
-                self.blend_ = np.ones((2, self.n_features_in_))
-                self.blend_[:, :alpha.shape[1]] = alpha
+                self.blend_, self.blend_edges_ = fit_blend(*held, n_features=self.n_features_in_)
             if isinstance(self.noise_std, str):  # "auto": the noise of the predictions is what they miss by
                 self._set_noise(*held)
         self.noise_std_ = self.module_.decoder.noise_std.detach().cpu().double().numpy()
         return self
 
-    def _set_noise(self, y, m, r, outside, feature):
+    def _set_noise(self, y, m, r, outside, distance, feature):
         """Set the decoder's noise std of each variable to the RMS error of the (blended) predictions at
         held-out values (arrays of :func:`~latentode._training.heldout_values`)."""
-        pred = m if self.blend_ is None else r + self.blend_[outside.astype(int), feature] * (m - r)
+        if self.blend_ is None:
+            pred = m
+        else:
+            pred = r + gate_at(*self._gate(), outside, distance, feature) * (m - r)
         n_f = self.n_features_in_
         sq = np.bincount(feature, (pred - y) ** 2, minlength=n_f)
         n = np.bincount(feature, minlength=n_f).astype(float)
@@ -563,6 +569,11 @@ class LatentODERegressor(BaseEstimator):
         rms = np.clip(np.where(scored, np.sqrt(sq / np.maximum(n, 1)), overall), 1e-3, None)
         with torch.no_grad():
             self.module_.decoder.log_noise.copy_(torch.as_tensor(np.log(rms), dtype=torch.float32))
+
+    def _gate(self):
+        """``(alpha, edges)`` of the fitted gate, or None (``blend=None``, or a model without one)."""
+        alpha = getattr(self, "blend_", None)
+        return None if alpha is None else as_gate(alpha, getattr(self, "blend_edges_", None))
 
     # ------------------------------------------------------------------ inference core
     def _posterior(self, series: SeriesSet, idx):
@@ -616,7 +627,7 @@ class LatentODERegressor(BaseEstimator):
                 tq, lengths = pad_points(times, offsets, idx, context.origin, scale, self.device_)
                 xhat = model.decode(z0, tq, t0, ref, **solver)
                 if self.blend_ is not None:
-                    xhat = apply_blend(xhat, *reference_and_regime(ref.t, ref.x, ref.m, tq), self.blend_)
+                    xhat = apply_blend(xhat, *reference_and_regime(ref.t, ref.x, ref.m, tq), self._gate())
                 if n_samples:
                     eps = torch.randn(xhat.shape, generator=generator, device=xhat.device, dtype=xhat.dtype)
                     xhat = xhat + model.decoder.noise_std * eps
@@ -816,7 +827,7 @@ class LatentODERegressor(BaseEstimator):
         check_is_fitted(self)
         series = self._windowed(self._validate(X).series.observed_only(), 1.0)
         sq, n = heldout_errors(self.module_, HeldOut(series, self.scaling_, self.device_), max(self.batch_size, 256),
-                               self._solver(), blend=getattr(self, "blend_", None))
+                               self._solver(), blend=self._gate())
         mse = float(sq.sum() / n.sum()) if n.sum() > 0 else float("nan")
         if not np.isfinite(mse):
             raise ValueError("X has no held-out values to score (every series too short or empty).")
@@ -836,7 +847,8 @@ class LatentODERegressor(BaseEstimator):
             "scaling": self.scaling_.to_dict(),
             "variable_weight": [float(w) for w in self.variable_weight_],
             "window": self.window_, "adjoint": bool(self.adjoint_),
-            "blend": None if self.blend_ is None else np.asarray(self.blend_).tolist(), "rotation_cycles": self.rotation_cycles_,
+            "blend": None if self.blend_ is None else np.asarray(self.blend_).tolist(),
+            "blend_edges": None if self.blend_ is None else as_gate(self.blend_, self.blend_edges_)[1].tolist(), "rotation_cycles": self.rotation_cycles_,
             "world_size": self.world_size_, "history": self.history_,
         }
 
@@ -895,7 +907,9 @@ class LatentODERegressor(BaseEstimator):
         self.variable_weight_ = np.asarray(cfg.get("variable_weight", np.ones(self.n_features_in_)), dtype=float)
         self.history_ = cfg["history"]
         self.window_ = cfg.get("window")
-        self.blend_ = None if cfg.get("blend") is None else np.asarray(cfg["blend"], dtype=float)
+        self.blend_ = self.blend_edges_ = None
+        if cfg.get("blend") is not None:
+            self.blend_, self.blend_edges_ = as_gate(cfg["blend"], cfg.get("blend_edges"))
         self.rotation_cycles_ = tuple(cfg["rotation_cycles"]) if cfg.get("rotation_cycles") else None
         self.world_size_ = int(cfg.get("world_size", 1))
         self.noise_std_ = None  # set from the weights below

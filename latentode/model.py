@@ -35,19 +35,15 @@ def series_level(center, x, m):
     return torch.where(last >= 0, value, torch.zeros_like(value))
 
 
-def interpolate_observed(t, x, m, tq):
-    """Each variable's observed values, linearly interpolated in time at ``tq``.
+def _neighbours(t, m, tq):
+    """Each variable's nearest observed steps around ``tq``: the one at or before and the one after.
 
-    Before a variable's first and after its last observation the nearest observed value
-    is carried (so past the end this is last-value-carried-forward); a variable the
-    series never observed gives 0.
-
-    t : (batch, time), non-decreasing per row; x, m : (batch, time, features);
-    tq : (batch, Q) -> (batch, Q, features)
+    t : (batch, time); m : (batch, time, features); tq : (batch, Q) ->
+    p, n : (batch, Q, features) step indices (clamped into range), has_p, has_n : bool, whether they exist.
     """
-    b, n_t, n_f = x.shape
+    b, n_t, n_f = m.shape
     n_q = tq.shape[1]
-    steps = torch.arange(n_t, device=x.device).view(1, -1, 1).expand(b, n_t, n_f)
+    steps = torch.arange(n_t, device=m.device).view(1, -1, 1).expand(b, n_t, n_f)
     observed = m > 0
     prev = torch.where(observed, steps, -1).cummax(dim=1).values                  # last observed step <= j
     nxt = torch.where(observed, steps, n_t).flip(1).cummin(dim=1).values.flip(1)  # first observed step >= j
@@ -57,14 +53,36 @@ def interpolate_observed(t, x, m, tq):
     p = torch.where((j >= 0).unsqueeze(-1), prev.gather(1, at_j), -1)              # (b, Q, features)
     n = torch.where((j + 1 < n_t).unsqueeze(-1), nxt.gather(1, after_j), n_t)
     has_p, has_n = p >= 0, n < n_t
-    p, n = p.clamp(0, n_t - 1), n.clamp(0, n_t - 1)
-    tt = t.unsqueeze(-1).expand(b, n_t, n_f)
+    return p.clamp(0, n_t - 1), n.clamp(0, n_t - 1), has_p, has_n
+
+
+def interpolate_observed(t, x, m, tq, return_distance=False):
+    """Each variable's observed values, linearly interpolated in time at ``tq``.
+
+    Before a variable's first and after its last observation the nearest observed value
+    is carried (so past the end this is last-value-carried-forward); a variable the
+    series never observed gives 0.
+
+    t : (batch, time), non-decreasing per row; x, m : (batch, time, features);
+    tq : (batch, Q) -> (batch, Q, features); with ``return_distance`` also the time from
+    each query to the nearest observed value of its variable, (batch, Q, features)
+    (infinite for a variable the series never observed).
+    """
+    n_f = x.shape[-1]
+    p, n, has_p, has_n = _neighbours(t, m, tq)
+    tt = t.unsqueeze(-1).expand(-1, -1, n_f)
     tp, tn = tt.gather(1, p), tt.gather(1, n)
     xp, xn = x.gather(1, p), x.gather(1, n)
     gap = tn - tp
     w = torch.where(gap > 0, (tq.unsqueeze(-1) - tp) / torch.where(gap > 0, gap, 1.0), 0.0).clamp(0.0, 1.0)
     both = xp + w * (xn - xp)
-    return torch.where(has_p & has_n, both, torch.where(has_p, xp, torch.where(has_n, xn, torch.zeros_like(xp))))
+    r = torch.where(has_p & has_n, both, torch.where(has_p, xp, torch.where(has_n, xn, torch.zeros_like(xp))))
+    if not return_distance:
+        return r
+    inf = torch.full_like(tp, float("inf"))
+    q = tq.unsqueeze(-1)
+    distance = torch.minimum(torch.where(has_p, (q - tp).abs(), inf), torch.where(has_n, (tn - q).abs(), inf))
+    return r, distance
 
 
 class Reference(NamedTuple):

@@ -54,7 +54,7 @@ def test_auto_noise_equals_rms_of_heldout_errors_without_validation(synth):
     est = LatentODERegressor(**TINY).fit(df)  # validation_fraction=0: the training series
     series = est._validate(df).series.observed_only()
     held = _training.HeldOut(series, est.scaling_, est.device_)
-    sq, n = _training.heldout_errors(est.module_, held, 256, est._solver(), blend=est.blend_)
+    sq, n = _training.heldout_errors(est.module_, held, 256, est._solver(), blend=est._gate())
     np.testing.assert_allclose(est.noise_std_, np.sqrt(sq / n), rtol=1e-4)
 
 
@@ -294,30 +294,59 @@ def test_auto_clipping_caps_a_spike_at_five_medians(synth, monkeypatch):
 
 # ---------------------------------------------------------------------------- blend="auto"
 def test_fit_blend_recovers_the_least_squares_gate():
-    from latentode._blend import fit_blend
+    from latentode._blend import N_BINS, fit_blend, gate_at
 
     rng = np.random.default_rng(0)
     n = 4000
     r, m = rng.standard_normal(n), rng.standard_normal(n)
     outside = rng.random(n) < 0.5
     feature = rng.integers(0, 2, n)
+    distance = rng.random(n)
     true = np.where(outside, 0.8, 0.3)
     y = r + true * (m - r) + 0.01 * rng.standard_normal(n)
-    alpha = fit_blend(y, m, r, outside, feature)
-    np.testing.assert_allclose(alpha, [[0.3, 0.3], [0.8, 0.8]], atol=0.02)
-    assert fit_blend(y, m, r + 5 * (m - r), outside, feature).max() <= 1.0  # clipped
+    alpha, edges = fit_blend(y, m, r, outside, distance, feature)
+    assert alpha.shape == (2, N_BINS, 2) and edges.shape == (2, N_BINS - 1)
+    np.testing.assert_allclose(alpha[0], 0.3, atol=0.02)
+    np.testing.assert_allclose(alpha[1], 0.8, atol=0.02)
+    np.testing.assert_allclose(edges, np.quantile(distance, [0.25, 0.5, 0.75])[None].repeat(2, 0), atol=0.03)
+    assert fit_blend(y, m, r + 5 * (m - r), outside, distance, feature)[0].max() <= 1.0  # clipped
+    # the gate follows the distance: the model counts only far from the nearest observation
+    far = distance > 0.5
+    y = r + np.where(far, 1.0, 0.0) * (m - r)
+    alpha, edges = fit_blend(y, m, r, outside, distance, feature)
+    g = gate_at(alpha, edges, outside, distance, feature)
+    assert g[~far & (distance < 0.45)].max() < 0.15 and g[far & (distance > 0.55)].min() > 0.85
+    # a bin with no held-out value falls back on its regime's single weight
+    few = fit_blend(y[:150], m[:150], r[:150], outside[:150], distance[:150], feature[:150])
+    assert np.isinf(few[1]).all()  # fewer than 100 values per bin per regime: one bin
+
+
+def test_gate_distance_is_the_time_to_the_nearest_visible_value():
+    from latentode._blend import reference_and_regime
+
+    t = torch.tensor([[0.0, 1.0, 2.0, 4.0]])
+    x = torch.tensor([[[1.0], [0.0], [3.0], [0.0]]])
+    m = torch.tensor([[[1.0], [0.0], [1.0], [0.0]]])
+    tq = torch.tensor([[-0.5, 0.5, 1.5, 2.0, 3.0, 5.0]])
+    r, outside, distance = reference_and_regime(t, x, m, tq)
+    np.testing.assert_allclose(distance[0, :, 0].numpy(), [0.5, 0.5, 0.5, 0.0, 1.0, 3.0])
+    np.testing.assert_allclose(r[0, :, 0].numpy(), [1.0, 1.5, 2.5, 3.0, 3.0, 3.0])
+    assert outside[0, :, 0].tolist() == [True, False, False, False, True, True]
+    none = reference_and_regime(t, x, torch.zeros_like(m), tq)[2]
+    assert torch.isinf(none).all()
 
 
 def test_blend_pulls_predictions_towards_interpolation(synth):
     df, _ = synth
     est = LatentODERegressor(**dict(TINY, validation_fraction=0.3)).fit(df)
-    assert est.blend_.shape == (2, 3) and ((0 <= est.blend_) & (est.blend_ <= 1)).all()
+    assert est.blend_.shape == (2, 4, 3) and ((0 <= est.blend_) & (est.blend_ <= 1)).all()
+    assert est.blend_edges_.shape == (2, 3)
     raw = LatentODERegressor(**dict(TINY, validation_fraction=0.3, blend=None)).fit(df)
     assert raw.blend_ is None
     # the same weights with the gate set by hand to 0: the prediction is linear interpolation (constant beyond)
     from latentode.baselines import baseline_predict
 
-    est.blend_ = np.zeros((2, 3))
+    est.blend_ = np.zeros((2, 4, 3))
     one = df[df["id"] == df["id"].iloc[0]]
     t = one["time"]
     inner = pd.DataFrame({"id": one["id"].iloc[0], "time": t.min() + (t.max() - t.min()) * np.array([0.3, 0.6])})
@@ -325,7 +354,7 @@ def test_blend_pulls_predictions_towards_interpolation(synth):
     lin = baseline_predict(one, inner, "linear")
     np.testing.assert_allclose(pred[["v1", "v2", "v3"]].to_numpy(), lin[["v1", "v2", "v3"]].to_numpy(), rtol=1e-4,
                                atol=1e-4)
-    est.blend_ = np.ones((2, 3))
+    est.blend_ = np.ones((2, 4, 3))
     far = est.predict(one, times=inner)
     raw_pred = far[["v1", "v2", "v3"]].to_numpy()
     assert not np.allclose(raw_pred, lin[["v1", "v2", "v3"]].to_numpy(), atol=1e-3)
@@ -337,4 +366,5 @@ def test_blend_survives_save_and_load(synth, tmp_path):
     est.save(tmp_path / "m")
     back = LatentODERegressor.load(tmp_path / "m")
     np.testing.assert_allclose(back.blend_, est.blend_)
+    np.testing.assert_allclose(back.blend_edges_, est.blend_edges_)
     np.testing.assert_allclose(back.predict(df)[["v1"]].to_numpy(), est.predict(df)[["v1"]].to_numpy(), rtol=1e-5)
