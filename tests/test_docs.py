@@ -39,3 +39,43 @@ def test_the_examples_are_many():
     """A docstring example that stops being collected (a renamed module, say) is noticed."""
     total = sum(doctest.testmod(importlib.import_module(m)).attempted for m in MODULES)
     assert total >= 40
+
+
+# ---------------------------------------------------------------------------- README figures
+def _bands_result():
+    """A result of benchmarks/bands.py's shape, by hand: two variables, a grid, coverage at 3 levels."""
+    import numpy as np
+
+    grid = np.linspace(0.0, 48.0, 20).tolist()
+    fc = {"Time": grid}
+    for v in ("HR", "MAP"):
+        fc[v] = [80.0] * 20
+        for lv, w in ((80, 5.0), (95, 9.0)):
+            fc[f"{v}-lo-{lv}"], fc[f"{v}-hi-{lv}"] = [80.0 - w] * 20, [80.0 + w] * 20
+    return dict(stay=1, variables=["HR", "MAP"], cut=36.0, n_train=9, n_held=1, n_values=12,
+                coverage={"50": 0.4, "80": 0.7, "95": 0.9},
+                context={"Time": [0.0, 12.0, 30.0], "HR": [78.0, None, 82.0], "MAP": [None, 70.0, 75.0]},
+                future={"Time": [40.0, 46.0], "HR": [85.0, 81.0], "MAP": [72.0, None]}, forecast=fc)
+
+
+def test_figures_draw_both_bands_and_the_coverage(tmp_path):
+    import json
+
+    import matplotlib
+    from matplotlib.collections import PolyCollection
+
+    matplotlib.use("Agg")
+    import figures
+
+    res = _bands_result()
+    fig = figures.forecast_bands(res)
+    assert len(fig.axes) == 2
+    for ax in fig.axes:  # the 95% band of plot_series and the 80% band drawn over it
+        assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 2
+    line = [ln for ln in figures.calibration(res).axes[0].lines if ln.get_marker() == "o"][0]
+    assert line.get_xdata().tolist() == [0.5, 0.8, 0.95] and line.get_ydata().tolist() == [0.4, 0.7, 0.9]
+    path = tmp_path / "bands.json"
+    path.write_text(json.dumps(res))
+    written = figures.main(["--results", str(path), "--out", str(tmp_path)])
+    assert [p.name for p in written] == ["forecast_bands.png", "calibration.png"]
+    assert all(p.stat().st_size > 5000 for p in written)
