@@ -206,7 +206,8 @@ class LatentODERegressor(BaseEstimator):
     blend : {"auto", None}, default="auto"
         "auto": after training, a gate per variable between the model's read-out and the
         linear interpolation in time of the context's values (the last value past the
-        end) is fitted by least squares on held-out values of the validation series:
+        end) is fitted by least squares on held-out values of the validation and training
+        series (the encoder not seeing them):
         weights in [0, 1] inside the variable's observed span (imputation) and outside it
         (forecasting), each for up to 4 bins of the distance to the nearest observed value
         (``blend_``, ``blend_edges_``; :mod:`latentode._blend`). Where the model beats
@@ -544,10 +545,16 @@ class LatentODERegressor(BaseEstimator):
         self.blend_ = self.blend_edges_ = None
         if self.blend == "auto" or isinstance(self.noise_std, str):
             # one pass over held-out values of the validation series (else the training ones) serves both
+            bs, solver = max(self.batch_size, 256), self._solver()
             held = heldout_values(self.module_, HeldOut(valid if valid is not None else train, self.scaling_,
-                                                        self.device_), max(self.batch_size, 256), self._solver(), ctx)
-            if self.blend == "auto" and len(held[0]):
-                self.blend_, self.blend_edges_ = fit_blend(*held, n_features=self.n_features_in_)
+                                                        self.device_), bs, solver, ctx)
+            if self.blend == "auto":
+                # the gate also reads the training series' held-out values: a few validation series alone give
+                # too few values per variable, and fit(df) is mostly followed by impute(df) / predict(df)
+                gate = held if valid is None else [np.concatenate(pair) for pair in zip(held, heldout_values(
+                    self.module_, HeldOut(train, self.scaling_, self.device_), bs, solver, ctx))]
+                if len(gate[0]):
+                    self.blend_, self.blend_edges_ = fit_blend(*gate, n_features=self.n_features_in_)
             if isinstance(self.noise_std, str):  # "auto": the noise of the predictions is what they miss by
                 self._set_noise(*held)
         self.noise_std_ = self.module_.decoder.noise_std.detach().cpu().double().numpy()

@@ -360,6 +360,23 @@ def test_blend_pulls_predictions_towards_interpolation(synth):
     assert not np.allclose(raw_pred, lin[["v1", "v2", "v3"]].to_numpy(), atol=1e-3)
 
 
+def test_gate_reads_the_heldout_values_of_training_and_validation_series(synth, monkeypatch):
+    from latentode import estimator as est_module
+
+    df, _ = synth
+    seen = {}
+    real = est_module.fit_blend
+
+    def spy(*arrays, **kw):
+        seen["n"] = len(arrays[0])
+        return real(*arrays, **kw)
+
+    monkeypatch.setattr(est_module, "fit_blend", spy)
+    est = LatentODERegressor(**dict(TINY, validation_fraction=0.3)).fit(df)
+    series = est._validate(df).series.observed_only()
+    assert seen["n"] == _training.holdout_mask(series).sum()  # every series' held-out values, not the 30% only
+
+
 def test_blend_survives_save_and_load(synth, tmp_path):
     df, _ = synth
     est = LatentODERegressor(**dict(TINY, validation_fraction=0.3)).fit(df)
