@@ -14,11 +14,12 @@ observed value of the variable. Interpolation is hard to beat next to an observa
 poor far from one, so the gate may grow with the distance: a value hidden just past the
 last observation is not treated like one a week ahead.
 
-``alpha`` is fitted after training by least squares on held-out values of the validation
-series and clipped to [0, 1] (1 is the model alone, 0 interpolation alone). The distance
-bins of each regime are the quantiles of its held-out distances (up to ``N_BINS`` bins of at
-least ``MIN_BIN`` values); each bin's weight is shrunk towards its regime's single weight by
-``PRIOR_VALUES`` pseudo-values, so a thin bin does not swing the prediction.
+``alpha`` is fitted after training by least squares on held-out values of the validation and
+training series (values the encoder did not see) and clipped to [0, 1] (1 is the model alone,
+0 interpolation alone). The distance bins of each regime are the quantiles of its held-out
+distances (up to ``N_BINS`` bins of at least ``MIN_BIN`` values); each bin's weight is shrunk
+towards its regime's single weight by ``PRIOR_VALUES`` pseudo-values, so a thin bin does not
+swing the prediction.
 """
 
 from __future__ import annotations
@@ -90,10 +91,11 @@ def gate_at(alpha, edges, outside, distance, feature):
 
 
 def apply_blend(xhat, r, outside, distance, gate):
-    """``r + alpha * (xhat - r)``; xhat (..., batch, Q, features); gate ``(alpha, edges)`` or None."""
+    """``r + alpha * (xhat - r)``; xhat (..., batch, Q, features); gate ``(alpha, edges)`` of
+    :func:`as_gate`, or None."""
     if gate is None:
         return xhat
-    return r + gate_weights(*as_gate(*gate), outside, distance) * (xhat - r)
+    return r + gate_weights(*gate, outside, distance) * (xhat - r)
 
 
 def _least_squares(num, den, prior=None, weight=0.0):

@@ -544,7 +544,7 @@ class LatentODERegressor(BaseEstimator):
         self.module_.eval()
         self.blend_ = self.blend_edges_ = None
         if self.blend == "auto" or isinstance(self.noise_std, str):
-            # one pass over held-out values of the validation series (else the training ones) serves both
+            # held-out values of the validation series (else the training ones): the noise and the gate
             bs, solver = max(self.batch_size, 256), self._solver()
             held = heldout_values(self.module_, HeldOut(valid if valid is not None else train, self.scaling_,
                                                         self.device_), bs, solver, ctx)
@@ -617,6 +617,7 @@ class LatentODERegressor(BaseEstimator):
         n_s, n_f = context.n_series, self.n_features_in_
         times, _, offsets, row_point = group_points(np.asarray(q_codes), np.asarray(q_t), None, n_s)
         scale, model, solver = self.scaling_.time_scale, self.module_, self._solver()
+        gate = self._gate()
         # series per chunk: bounded by the decoded array's size (samples x series x queries x features)
         q_max = int(np.diff(offsets).max()) if n_s else 1
         chunk = int(np.clip(INFER_ELEMENTS // (max(n_samples, 1) * max(q_max, 1) * (n_f + self.latent_dim)), 1,
@@ -633,8 +634,8 @@ class LatentODERegressor(BaseEstimator):
                 z0 = mu.unsqueeze(0) if not n_samples else model.sample_z0(mu, sigma, n_samples, generator)
                 tq, lengths = pad_points(times, offsets, idx, context.origin, scale, self.device_)
                 xhat = model.decode(z0, tq, t0, ref, **solver)
-                if self.blend_ is not None:
-                    xhat = apply_blend(xhat, *reference_and_regime(ref.t, ref.x, ref.m, tq), self._gate())
+                if gate is not None:
+                    xhat = apply_blend(xhat, *reference_and_regime(ref.t, ref.x, ref.m, tq), gate)
                 if n_samples:
                     eps = torch.randn(xhat.shape, generator=generator, device=xhat.device, dtype=xhat.dtype)
                     xhat = xhat + model.decoder.noise_std * eps
@@ -855,7 +856,8 @@ class LatentODERegressor(BaseEstimator):
             "variable_weight": [float(w) for w in self.variable_weight_],
             "window": self.window_, "adjoint": bool(self.adjoint_),
             "blend": None if self.blend_ is None else np.asarray(self.blend_).tolist(),
-            "blend_edges": None if self.blend_ is None else as_gate(self.blend_, self.blend_edges_)[1].tolist(), "rotation_cycles": self.rotation_cycles_,
+            "blend_edges": None if self.blend_ is None else self._gate()[1].tolist(),
+            "rotation_cycles": self.rotation_cycles_,
             "world_size": self.world_size_, "history": self.history_,
         }
 
