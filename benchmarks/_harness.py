@@ -278,7 +278,7 @@ def run_one(name: str, train: pd.DataFrame, cases: dict, cols, params: dict, see
         hist = model.history_
         out.update(fit_seconds=time.perf_counter() - t0, fit_cpu_seconds=time.process_time() - c0,
                    epochs=len(hist), seconds_per_epoch=float(np.mean([h["train_seconds"] for h in hist])),
-                   final_loss=float(hist[-1]["loss"]),
+                   final_loss=float(hist[-1]["loss"]), steps_per_epoch=int(hist[-1].get("steps", 0)),
                    history=[{k: h[k] for k in ("epoch", "loss", "mse", "kl", "valid_mse", "grad_norm",
                                                   "grad_norm_max", "lr", "train_seconds") if k in h} for h in hist])
 

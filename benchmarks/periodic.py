@@ -15,7 +15,6 @@ Run: ``python benchmarks/periodic.py --epochs 100 --seeds 0,1,2``.
 from __future__ import annotations
 
 import argparse
-import math
 
 import pandas as pd
 import torch
@@ -48,7 +47,8 @@ def _cases(test: pd.DataFrame, task: str, n_observed: int, seed: int) -> dict:
 
 
 def main(n_series=1000, n_points=100, epochs=100, seeds=(0, 1, 2), tasks=("interpolation", "extrapolation"),
-         models=("odernn", "locf", "linear", "mean"), name="periodic", out_dir=None, **params) -> dict:
+         models=("odernn", "locf", "linear", "mean"), name="periodic", out_dir=None, estimator_defaults=False,
+         **params) -> dict:
     """Run the protocol; returns the result dict (also written to ``<out_dir>/<name>.json``).
 
     Parameters
@@ -58,15 +58,21 @@ def main(n_series=1000, n_points=100, epochs=100, seeds=(0, 1, 2), tasks=("inter
     epochs : int
         Training epochs of the neural models (each of ``ceil(0.8 n_series / 50)`` steps).
     seeds, tasks, models : sequences
+    estimator_defaults : bool
+        Fit the latent ODE with the estimator's own defaults (only the column names and
+        ``random_state`` given, as a user would), instead of the protocol's settings
+        (``DEFAULTS``, ``TASK_PARAMS``, ``epochs``, which are then ignored).
     params : dict
         Extra keyword arguments for the neural models.
     """
     torch.set_num_threads(1)
     n_train = int(0.8 * n_series)
     n_observed = n_points // 2
-    base = {**DEFAULTS, **params, "max_epochs": epochs}
+    base = dict(params) if estimator_defaults else {**DEFAULTS, **params, "max_epochs": epochs}
+    task_params = {task: {} for task in TASK_PARAMS} if estimator_defaults else TASK_PARAMS
     settings = {"n_series": n_series, "n_points": n_points, "n_train": n_train, "n_observed": n_observed,
-                "epochs": epochs, "seeds": list(seeds), "params": base, "task_params": TASK_PARAMS}
+                "epochs": None if estimator_defaults else epochs, "estimator_defaults": bool(estimator_defaults),
+                "seeds": list(seeds), "params": base, "task_params": task_params}
     runs, tables = [], {}
     for task in tasks:
         for seed in seeds:
@@ -74,11 +80,11 @@ def main(n_series=1000, n_points=100, epochs=100, seeds=(0, 1, 2), tasks=("inter
             train, test = df[df["unique_id"] < n_train], df[df["unique_id"] >= n_train]
             cases = _cases(test, task, n_observed, seed)
             for model in models:
-                run = H.run_one(model, train, cases, ["y"], {**base, **TASK_PARAMS[task]}, seed,
+                run = H.run_one(model, train, cases, ["y"], {**base, **task_params[task]}, seed,
                                 id_col="unique_id", time_col="time")
                 run["task"] = task
                 if "seconds_per_epoch" in run:
-                    run["seconds_per_step"] = run["seconds_per_epoch"] / math.ceil(n_train / base["batch_size"])
+                    run["seconds_per_step"] = run["seconds_per_epoch"] / run["steps_per_epoch"]
                 runs.append(run)
                 print(f"{task} {model} seed {seed}: test MSE {run['test']['mse']:.4e} ({run['total_seconds']:.0f} s)",
                       flush=True)
@@ -102,10 +108,12 @@ def _cli():
     p.add_argument("--tasks", default="interpolation,extrapolation")
     p.add_argument("--models", default="odernn,locf,linear,mean")
     p.add_argument("--name", default="periodic")
+    p.add_argument("--estimator-defaults", action="store_true",
+                   help="fit the latent ODE with the estimator's defaults (ignores --epochs and the task settings)")
     H.add_model_options(p)
     a = p.parse_args()
     main(a.n_series, a.n_points, a.epochs, H.parse_list(a.seeds, int), H.parse_list(a.tasks),
-         H.parse_list(a.models), a.name, **H.model_options(a))
+         H.parse_list(a.models), a.name, estimator_defaults=a.estimator_defaults, **H.model_options(a))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ DEFAULTS = dict(latent_dim=20, encoder_dim=40, width=50, n_layers=3, batch_size=
 
 def main(data_dir=None, n_stays=None, n_train=None, epochs=10, seeds=(0, 1, 2), models=H.MODELS,
          score_valid=False, name="physionet_forecast", out_dir=None, n_test=None, select_on_valid=False,
-         **params) -> dict:
+         estimator_defaults=False, **params) -> dict:
     """Run the protocol; returns the result dict (also written to ``<out_dir>/<name>.json``).
 
     Parameters
@@ -56,6 +56,10 @@ def main(data_dir=None, n_stays=None, n_train=None, epochs=10, seeds=(0, 1, 2), 
         One fit per seed (the baselines are deterministic and run once).
     models : sequence of str
         Among ``locf, linear, mean, odernn, gru, grudt``.
+    estimator_defaults : bool
+        Fit the latent ODE with the estimator's own defaults (only the column names and
+        ``random_state`` given, as a user would), instead of the protocol's fixed-epoch settings
+        (``DEFAULTS``, ``epochs``); ``epochs`` and ``select_on_valid`` are then ignored.
     params : dict
         Extra keyword arguments for the neural models.
     """
@@ -70,14 +74,19 @@ def main(data_dir=None, n_stays=None, n_train=None, epochs=10, seeds=(0, 1, 2), 
     train = df[df["RecordID"].isin(fit_ids)]
     cases = {"test": H.forecast_frames(df, test_ids[:n_test])}
     valid = df[df["RecordID"].isin(valid_ids)] if select_on_valid else None
-    if select_on_valid:
-        params = {"patience": None, **params}  # train every epoch, keep the best one
+    if estimator_defaults:
+        select_on_valid, valid = False, None
+        model_params = dict(params)
+    else:
+        if select_on_valid:
+            params = {"patience": None, **params}  # train every epoch, keep the best one
+        model_params = {**DEFAULTS, **params, "max_epochs": epochs}
     if score_valid:
         cases["valid"] = H.forecast_frames(df, valid_ids)
     settings = {"n_stays": int(df["RecordID"].nunique()), "n_train_split": len(train_ids),
                 "n_valid": len(valid_ids), "n_test": len(test_ids[:n_test]), "n_fit": len(fit_ids),
-                "epochs": epochs, "select_on_valid": bool(select_on_valid),
-                "seeds": list(seeds), "params": {**DEFAULTS, **params, "max_epochs": epochs},
+                "epochs": None if estimator_defaults else epochs, "select_on_valid": bool(select_on_valid),
+                "estimator_defaults": bool(estimator_defaults), "seeds": list(seeds), "params": model_params,
                 "n_test_targets": int(cases["test"][1][cols].notna().to_numpy().sum()),
                 "load_seconds": time.perf_counter() - t0}
     runs = []
@@ -102,9 +111,12 @@ def _cli():
     p.add_argument("--n-test", type=int, default=None, help="score the first N test stays only")
     p.add_argument("--select-on-valid", action="store_true",
                    help="keep the latent ODE's weights of its best epoch on the validation stays")
+    p.add_argument("--estimator-defaults", action="store_true",
+                   help="fit the latent ODE with the estimator's defaults (ignores --epochs, --select-on-valid)")
     a = p.parse_args()
     main(a.data_dir, a.n_stays, a.n_train, a.epochs, H.parse_list(a.seeds, int), H.parse_list(a.models),
-         a.score_valid, a.name, n_test=a.n_test, select_on_valid=a.select_on_valid, **H.model_options(a))
+         a.score_valid, a.name, n_test=a.n_test, select_on_valid=a.select_on_valid,
+         estimator_defaults=a.estimator_defaults, **H.model_options(a))
 
 if __name__ == "__main__":
     _cli()

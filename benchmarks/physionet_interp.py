@@ -41,11 +41,12 @@ KEYS = ("mse_pooled", "mse", "mae", "mse_per_series")
 
 
 def main(data_dir=None, n_stays=None, n_train=None, epochs=10, seeds=(0, 1, 2), models=H.MODELS,
-         name="physionet_interp", out_dir=None, **params) -> dict:
+         name="physionet_interp", out_dir=None, estimator_defaults=False, **params) -> dict:
     """Run the protocol; returns the result dict (also written to ``<out_dir>/<name>.json``).
 
     Parameters are those of :func:`physionet_forecast.main`; the context draw of the test
-    stays uses the seed too.
+    stays uses the seed too. With ``estimator_defaults`` the latent ODE is fitted with the
+    estimator's own defaults (``DEFAULTS`` and ``epochs`` ignored).
     """
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -59,8 +60,10 @@ def main(data_dir=None, n_stays=None, n_train=None, epochs=10, seeds=(0, 1, 2), 
     train = df[df["RecordID"].isin(fit_ids)]
     test = df[df["RecordID"].isin(test_ids)].reset_index(drop=True)
     settings = {"n_stays": int(df["RecordID"].nunique()), "n_train_split": len(train_ids),
-                "n_test": len(test_ids), "n_fit": len(fit_ids), "epochs": epochs, "seeds": list(seeds),
-                "params": {**DEFAULTS, **params, "max_epochs": epochs}, "load_seconds": time.perf_counter() - t0}
+                "n_test": len(test_ids), "n_fit": len(fit_ids), "epochs": None if estimator_defaults else epochs,
+                "estimator_defaults": bool(estimator_defaults), "seeds": list(seeds),
+                "params": dict(params) if estimator_defaults else {**DEFAULTS, **params, "max_epochs": epochs},
+                "load_seconds": time.perf_counter() - t0}
     runs = []
     for model in models:
         for seed in (seeds[:1] if model in H.BASELINES else seeds):
@@ -83,9 +86,11 @@ def main(data_dir=None, n_stays=None, n_train=None, epochs=10, seeds=(0, 1, 2), 
 
 def _cli():
     p = H.physionet_parser(__doc__.split("\n\n")[0], "physionet_interp")
+    p.add_argument("--estimator-defaults", action="store_true",
+                   help="fit the latent ODE with the estimator's defaults (ignores --epochs)")
     a = p.parse_args()
     main(a.data_dir, a.n_stays, a.n_train, a.epochs, H.parse_list(a.seeds, int), H.parse_list(a.models), a.name,
-         **H.model_options(a))
+         estimator_defaults=a.estimator_defaults, **H.model_options(a))
 
 
 if __name__ == "__main__":

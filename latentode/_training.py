@@ -414,8 +414,8 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
                                      norms, ctx)
             train_seconds = time.perf_counter() - t0
             v = evaluate_mse(model, held, est.batch_size, solver, ctx)
-            record = {"epoch": epoch + 1, **stats, "valid_mse": v, "train_seconds": train_seconds,
-                      "seconds": time.perf_counter() - t0}
+            record = {"epoch": epoch + 1, **stats, "valid_mse": v, "steps": steps_per_epoch,
+                      "train_seconds": train_seconds, "seconds": time.perf_counter() - t0}
             history.append(record)
             bar.set_postfix(loss=f"{stats['loss']:.3f}", valid_mse=f"{v:.4f}", nfe=stats["nfe_forward"])
             if valid is None or not np.isfinite(v):

@@ -276,7 +276,8 @@ class LatentODERegressor(BaseEstimator):
         time unit (``dynamics_init="rotations"``; None otherwise).
     history_ : list of dict
         Per epoch: loss, mse, kl, valid_mse, NFE (forward, backward, encoder, prior), the
-        gradient norm before clipping (mean and max over steps), learning rate, seconds.
+        gradient norm before clipping (mean and max over steps), learning rate, optimiser steps,
+        seconds.
 
     Examples
     --------
