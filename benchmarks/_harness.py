@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -337,11 +338,12 @@ def markdown_table(rows: list[dict], keys=("mse", "mae")) -> str:
 
 
 def write_json(name: str, payload: dict, out_dir=None) -> Path:
-    """Write ``payload`` (plus the machine description) to ``<out_dir>/<name>.json``."""
+    """Write ``payload`` (plus the machine description and the command line) to ``<out_dir>/<name>.json``."""
     out_dir = Path(out_dir) if out_dir is not None else RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"
-    path.write_text(json.dumps({**payload, "machine": machine()}, indent=1, default=float))
+    command = "python " + " ".join(sys.argv) if sys.argv and sys.argv[0].endswith(".py") else None
+    path.write_text(json.dumps({**payload, "machine": machine(), "command": command}, indent=1, default=float))
     return path
 
 

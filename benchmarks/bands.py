@@ -1,10 +1,12 @@
 """Forecast bands on PhysioNet: one stay's forecast with its 80/95% intervals, and the coverage of the intervals.
 
 The defaults scoreboard's PhysioNet protocol: ``--stays`` random stays of set-a (seed 0), each stay's last
-25% forecast from the rest; 90% of the stays train a default ``LatentODERegressor`` and the other 10% are
-held out. On the held-out stays the script records the predictive intervals at nominal levels 10-95% and
-the share of observed future values inside each (the calibration curve), and for one held-out stay the
-context, the future and the forecast with its 80% and 95% bands on a dense grid.
+25% forecast from the rest; 80% of the stays train a default ``LatentODERegressor``, 10% calibrate and
+10% test. On the test stays the script records the predictive intervals at nominal levels 10-95% and
+the share of observed future values inside each (the calibration curve), before and after the split
+conformal factors of :func:`latentode.calibration.fit_interval_scale` fitted on the calibration stays,
+and for one test stay the context, the future and the forecast with its 80% and 95% bands on a dense
+grid.
 
 Run: ``python benchmarks/bands.py [--stays 300]`` (writes benchmarks/results/bands.json; ``python
 docs/figures.py`` draws the figures from it).
@@ -34,15 +36,17 @@ def main(stays: int, data_dir=None, out=ROOT / "benchmarks" / "results") -> dict
 
     from defaults import _physionet
     from latentode import LatentODERegressor
-    from latentode.calibration import interval_coverage
+    from latentode.calibration import apply_interval_scale, fit_interval_scale, interval_coverage
     from latentode.scoring import forecast_split
 
     torch.set_num_threads(1)
     df = _physionet(0, stays, data_dir)
     ids = np.sort(df["RecordID"].unique())
-    held = set(np.random.default_rng(1).choice(ids, size=max(1, len(ids) // 10), replace=False).tolist())
+    draw = np.random.default_rng(1).permutation(ids)
+    n_part = max(1, len(ids) // 10)
+    held, calib = set(draw[:n_part].tolist()), set(draw[n_part:2 * n_part].tolist())
     context, future = forecast_split(df, "RecordID", "Time")
-    train = context[~context["RecordID"].isin(held)]
+    train = context[~context["RecordID"].isin(held | calib)]
     est = LatentODERegressor(id_col="RecordID", time_col="Time", random_state=0)
     c0 = time.process_time()
     est.fit(train)
@@ -52,6 +56,9 @@ def main(stays: int, data_dir=None, out=ROOT / "benchmarks" / "results") -> dict
     fut_h = future[future["RecordID"].isin(held)]
     pred = est.predict(ctx_h, times=fut_h[["RecordID", "Time"]], level=LEVELS, n_samples=200, random_state=0)
     cov = interval_coverage(pred, fut_h, variables, level=LEVELS).loc["overall"]
+    scale = fit_interval_scale(est, context[context["RecordID"].isin(calib)], future[future["RecordID"].isin(calib)],
+                               level=LEVELS, n_samples=200, random_state=1)
+    cov_cal = interval_coverage(apply_interval_scale(pred, scale), fut_h, variables, level=LEVELS).loc["overall"]
     # the stay to show: the held-out one with the most observed future values of the shown variables
     shown = [v for v in SHOWN if v in variables]
     counts = fut_h.groupby("RecordID")[shown].count().sum(axis=1)
@@ -65,10 +72,13 @@ def main(stays: int, data_dir=None, out=ROOT / "benchmarks" / "results") -> dict
         return {c: [None if pd.isna(v) else float(v) for v in frame[c]] for c in cols}
 
     cols = [f"{v}{s}" for v in shown for s in ("", "-lo-80", "-hi-80", "-lo-95", "-hi-95")]
-    res = dict(command=f"python benchmarks/bands.py --stays {stays}", stays=stays, n_train=len(ids) - len(held),
-               n_held=len(held), fit_cpu_s=fit_cpu, epochs=len(est.history_),
+    res = dict(command=f"python benchmarks/bands.py --stays {stays}", stays=stays,
+               n_train=len(ids) - len(held) - len(calib), n_calib=len(calib), n_held=len(held), fit_cpu_s=fit_cpu,
+               epochs=len(est.history_),
                machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
                coverage={str(lv): float(cov[f"coverage-{lv}"]) for lv in LEVELS}, n_values=int(cov["n"]),
+               coverage_calibrated={str(lv): float(cov_cal[f"coverage-{lv}"]) for lv in LEVELS},
+               scale_median={str(lv): float(scale.loc[lv].median()) for lv in LEVELS},
                stay=stay, variables=shown, cut=float(one_ctx["Time"].max()),
                context=records(one_ctx, ["Time", *shown]), future=records(one_fut, ["Time", *shown]),
                forecast=records(band, ["Time", *cols]))
@@ -79,7 +89,7 @@ def main(stays: int, data_dir=None, out=ROOT / "benchmarks" / "results") -> dict
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stays", type=int, default=300)
+    ap.add_argument("--stays", type=int, default=400)
     ap.add_argument("--data-dir", default=None)
     a = ap.parse_args()
     r = main(a.stays, a.data_dir)

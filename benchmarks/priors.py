@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import sys
 import time
 from pathlib import Path
 
@@ -197,7 +200,9 @@ def main(n_series=200, epochs=40, seeds=(0, 1, 2), *, n_points=100, t_max=2.0, l
         path.parent.mkdir(parents=True, exist_ok=True)
         config = dict(n_series=n_series, n_points=n_points, t_max=t_max, epochs=epochs, seeds=list(seeds),
                       bands=BANDS, settings=settings, prior_options=prior_options, n_importance=n_importance,
-                      n_observed=n_observed, torch=torch.__version__, threads=torch.get_num_threads())
+                      n_observed=n_observed, torch=torch.__version__, threads=torch.get_num_threads(),
+                      machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+                      command="python " + " ".join(sys.argv))
         path.write_text(json.dumps({"config": config, "rows": rows, "baselines": baselines}, indent=1))
     return rows
 

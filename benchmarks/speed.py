@@ -110,21 +110,23 @@ def run_one(cfg: dict) -> dict:
 
     base_rss = peak_rss_mb()
     dyn = model.decoder.dynamics
-    times, nfe = [], []
+    times, cpu, nfe = [], [], []
     for i in range(cfg["steps"] + 1):
         n0 = dyn.nfe
         sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         sync()
         if i:  # the first step warms up
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
             nfe.append(dyn.nfe - n0)
     peak = peak_rss_mb()
     if device.type == "cuda":
         cfg = dict(cfg, peak_cuda_mb=torch.cuda.max_memory_allocated() / 2**20)
     lengths = series.lengths
     return dict(cfg, source=source, seconds_per_step=float(np.median(times)), seconds_all=times,
+                cpu_seconds_per_step=float(np.median(cpu)),
                 decoder_nfe_per_step=float(np.mean(nfe)), obs_times_median=float(np.median(lengths)),
                 obs_times_max=int(lengths.max()), query_grid=int(tq.shape[1]), peak_rss_mb=peak,
                 rss_before_steps_mb=base_rss, step_rss_mb=peak - base_rss)
@@ -171,7 +173,8 @@ def main(batch: int = 50, steps: int = 3, configs=None, out: Path | None = ROOT 
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         name = "speed.json" if device == "cpu" else f"speed-{device.split(':')[0]}.json"
-        (out / name).write_text(json.dumps({"machine": machine, "records": records}, indent=1))
+        (out / name).write_text(json.dumps({"machine": machine, "command": "python " + " ".join(sys.argv),
+                                            "records": records}, indent=1))
     return records
 
 

@@ -5,9 +5,14 @@
 - ``docs/calibration.png``: nominal against empirical coverage of the predictive intervals on
   the held-out stays' future values.
 
-Both come from ``benchmarks/results/bands.json`` (``python benchmarks/bands.py``).
+- ``docs/speed.png``: CPU seconds per training step and peak memory at PhysioNet shapes, latentode
+  against the reference implementation.
 
-Run: ``python docs/figures.py [--results benchmarks/results/bands.json] [--out docs]``.
+The first two come from ``benchmarks/results/bands.json`` (``python benchmarks/bands.py``), the third
+from ``speed.json`` and ``reference_speed.json`` (``python benchmarks/speed.py``,
+``python benchmarks/reference_speed.py --reference REF``).
+
+Run: ``python docs/figures.py [--results benchmarks/results] [--out docs]``.
 """
 
 from __future__ import annotations
@@ -62,28 +67,75 @@ def calibration(res: dict):
     fig, ax = plt.subplots(figsize=(4.2, 4.0))
     ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="perfect calibration")
     ax.plot(nominal, empirical, "o-", color="C0", label="latentode (defaults)")
+    if "coverage_calibrated" in res:
+        ax.plot(nominal, [res["coverage_calibrated"][lv] for lv in levels], "s-", color="C1",
+                label="after fit_interval_scale")
     ax.set_xlim(0, 1), ax.set_ylim(0, 1)
     ax.set_xlabel("nominal coverage of the interval")
     ax.set_ylabel("share of future values inside")
-    ax.set_title(f"PhysioNet forecasts, {res['n_held']} held-out stays\n{res['n_values']:,} future values",
+    ax.set_title(f"PhysioNet forecasts, {res['n_held']} test stays\n{res['n_values']:,} future values",
                  fontsize=9)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
 
 
+def _speed_bars(speed: dict, reference: dict):
+    """(labels, CPU s per step, peak RSS MB): the reference, then latentode's 1-thread configurations."""
+    ref = reference["records"][0]
+    labels = [f"reference\nunion grid\n{ref['union_grid']:,}"]
+    cpu, rss = [ref["cpu_seconds_per_step"]], [ref["peak_rss_mb"]]
+    for r in speed["records"]:
+        if r["threads"] != 1:
+            continue
+        labels.append(f"latentode\n{'adjoint' if r['adjoint'] else 'backprop'}\ngrid {r['query_factor']}x")
+        cpu.append(r["cpu_seconds_per_step"])
+        rss.append(r["peak_rss_mb"])
+    return labels, cpu, rss
+
+
+def speed(speed: dict, reference: dict):
+    """CPU seconds per step (log scale) and peak memory, latentode against the reference: a Figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, cpu, rss = _speed_bars(speed, reference)
+    colors = ["0.55"] + ["C0"] * (len(labels) - 1)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10.0, 3.9))
+    a.bar(range(len(labels)), cpu, color=colors)
+    a.set_yscale("log")
+    a.set_ylabel("CPU seconds per training step (log)")
+    b.bar(range(len(labels)), rss, color=colors)
+    b.set_ylabel("peak RSS of the process, MB")
+    for ax in (a, b):
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+    for i, v in enumerate(cpu):
+        a.text(i, v, f"{v:.2f}" if v < 10 else f"{v:.0f}", ha="center", va="bottom", fontsize=7)
+    r0 = speed["records"][0]
+    fig.suptitle(f"One training step at PhysioNet shapes: {r0['batch']} stays, 41 variables, latent 20, 1 thread",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def main(argv=None) -> list[Path]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "bands.json"))
+    ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"), help="folder of the result files")
     ap.add_argument("--out", default=str(ROOT / "docs"))
     a = ap.parse_args(argv)
-    res = json.loads(Path(a.results).read_text())
+    folder = Path(a.results)
+    res = json.loads((folder / "bands.json").read_text())
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, draw in (("forecast_bands.png", forecast_bands), ("calibration.png", calibration)):
         draw(res).savefig(out / name, dpi=110)
         paths.append(out / name)
+    sp, ref = (json.loads((folder / n).read_text()) for n in ("speed.json", "reference_speed.json"))
+    speed(sp, ref).savefig(out / "speed.png", dpi=110)
+    paths.append(out / "speed.png")
     return paths
 
 

@@ -171,7 +171,7 @@ class LatentODERegressor(BaseEstimator):
         leaks. Use "last" to forecast rarely measured, slowly changing variables (lab
         values), whose last value a small z0 otherwise forgets, and "interp" to impute such
         data. Leave it None for smooth dynamics that the latent state can carry, where a
-        centre can hurt (BENCHMARKS.md, "Centring the read-out", has both cases). Losses, ELBOs and log-likelihoods are not comparable across ``center`` settings: with a
+        centre can hurt. Losses, ELBOs and log-likelihoods are not comparable across ``center`` settings: with a
         centre the model is a density of the values given their reference, which is built from
         the data (see :func:`latentode.evaluation.heldout_log_likelihood`).
     max_epochs, batch_size : int, default=20, 50

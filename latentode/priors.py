@@ -266,7 +266,7 @@ class CNFPrior(nn.Module):
         solve), which makes ``log_prob`` a random but unbiased estimate. ``"auto"`` is exact for
         ``latent_dim <= 8`` and Hutchinson above: up to 8 dimensions the exact trace costs at most
         about 2.4x Hutchinson's and removes its variance; above, it grows with the dimension
-        (``python -m latentode.priors`` measures it; BENCHMARKS.md, "Cost of the trace").
+        (``python -m latentode.priors`` measures it).
     method : str, default "dopri5"
         A torchdiffeq solver, one of :data:`latentode._solvers.METHODS` (the decoder's list too);
         fixed-step ones need ``solver_options={"step_size": h}``.

@@ -1,7 +1,9 @@
 """The benchmark harness end to end at tiny size, its split and its metric."""
 
 import importlib
+import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -189,3 +191,46 @@ def test_streaming_benchmark_runs_tiny(tmp_path):
         rec = streaming.run_one(str(tmp_path / "model"), 30, what)
         assert rec["rows"] == len(streaming.frame(30)) and rec["rows_per_s"] > 0
         assert rec["peak_rss_mb"] >= rec["frame_rss_mb"] > 0
+
+
+REFERENCE_ENV = "LATENTODE_REFERENCE"  # a checkout of https://github.com/YuliaRubanova/latent_ode
+
+
+def test_reference_speed_needs_a_reference_checkout(tmp_path, capsys):
+    """benchmarks/reference_speed.py: a missing or wrong --reference directory is a clear error, before any work."""
+    mod = importlib.import_module("reference_speed")
+    with pytest.raises(ValueError, match="--reference .*no such directory"):
+        mod.main(tmp_path / "missing", batch=2, steps=1, warmup=0, out_dir=tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="--reference .*missing lib/utils.py"):
+        mod.main(tmp_path / "empty", batch=2, steps=1, warmup=0, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="--reference DIR is required"):
+        mod.main(None, out_dir=tmp_path)
+    for argv in ([], ["--reference", str(tmp_path / "missing")]):
+        with pytest.raises(SystemExit):
+            mod.cli(argv)
+        assert "--reference" in capsys.readouterr().err
+    assert not (tmp_path / "reference_speed.json").exists()
+    assert "/work/" not in (REPO / "benchmarks" / "reference_speed.py").read_text()  # no default machine path
+
+
+def test_reference_speed_runs_tiny(tmp_path):
+    """The reference's own training step on 2 stays, timed and recorded (needs $LATENTODE_REFERENCE)."""
+    ref = os.environ.get(REFERENCE_ENV)
+    if not ref or not Path(ref).is_dir():
+        pytest.skip(f"{REFERENCE_ENV} is not set to a directory (a checkout of YuliaRubanova/latent_ode)")
+    import torch
+
+    mod = importlib.import_module("reference_speed")
+    rec = mod.main(ref, batch=2, steps=1, warmup=0, out_dir=tmp_path, data=DATA / "set-a.tar.gz")
+    saved = json.loads((tmp_path / "reference_speed.json").read_text())
+    assert saved["machine"] == rec["machine"] and saved["records"] == [{k: v for k, v in rec.items() if k != "machine"}]
+    assert (rec["batch"], rec["steps"], rec["warmup"], rec["threads"], rec["n_traj_samples"]) == (2, 1, 0, 1, 3)
+    assert rec["variables"] == 41 and rec["variable_order"] == "PhysioNet.params" and rec["quantization"] is None
+    assert 0 < rec["union_grid"] <= rec["collated_grid"] <= 2 * rec["obs_times_max"]
+    assert len(rec["seconds_all"]) == len(rec["cpu_seconds_all"]) == len(rec["loss_all"]) == 1
+    assert rec["seconds_per_step"] > 0 and rec["cpu_seconds_per_step"] > 0 and np.isfinite(rec["loss_all"][0])
+    assert rec["decoder_nfe_per_step"] > 0 and rec["encoder_nfe_per_step"] >= rec["union_grid"] - 1
+    assert rec["peak_rss_mb"] >= rec["rss_before_steps_mb"] > 0 and rec["step_rss_mb"] >= 0
+    assert rec["torch"] == torch.__version__ and len(rec["reference_sha256"]) == 64 and rec["shims"]
+    assert "cores" in rec["machine"]

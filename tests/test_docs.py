@@ -53,7 +53,7 @@ def _bands_result():
         for lv, w in ((80, 5.0), (95, 9.0)):
             fc[f"{v}-lo-{lv}"], fc[f"{v}-hi-{lv}"] = [80.0 - w] * 20, [80.0 + w] * 20
     return dict(stay=1, variables=["HR", "MAP"], cut=36.0, n_train=9, n_held=1, n_values=12,
-                coverage={"50": 0.4, "80": 0.7, "95": 0.9},
+                coverage={"50": 0.4, "80": 0.7, "95": 0.9}, coverage_calibrated={"50": 0.5, "80": 0.78, "95": 0.96},
                 context={"Time": [0.0, 12.0, 30.0], "HR": [78.0, None, 82.0], "MAP": [None, 70.0, 75.0]},
                 future={"Time": [40.0, 46.0], "HR": [85.0, 81.0], "MAP": [72.0, None]}, forecast=fc)
 
@@ -74,8 +74,35 @@ def test_figures_draw_both_bands_and_the_coverage(tmp_path):
         assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 2
     line = [ln for ln in figures.calibration(res).axes[0].lines if ln.get_marker() == "o"][0]
     assert line.get_xdata().tolist() == [0.5, 0.8, 0.95] and line.get_ydata().tolist() == [0.4, 0.7, 0.9]
-    path = tmp_path / "bands.json"
-    path.write_text(json.dumps(res))
-    written = figures.main(["--results", str(path), "--out", str(tmp_path)])
-    assert [p.name for p in written] == ["forecast_bands.png", "calibration.png"]
+    cal = [ln for ln in figures.calibration(res).axes[0].lines if ln.get_marker() == "s"][0]
+    assert cal.get_ydata().tolist() == [0.5, 0.78, 0.96]
+    (tmp_path / "bands.json").write_text(json.dumps(res))
+    speed, ref = _speed_results()
+    (tmp_path / "speed.json").write_text(json.dumps(speed))
+    (tmp_path / "reference_speed.json").write_text(json.dumps(ref))
+    written = figures.main(["--results", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert [p.name for p in written] == ["forecast_bands.png", "calibration.png", "speed.png"]
     assert all(p.stat().st_size > 5000 for p in written)
+
+
+def _speed_results():
+    """speed.json and reference_speed.json of their programs' shape, by hand."""
+    recs = [dict(adjoint=adj, query_factor=k, threads=th, batch=50, cpu_seconds_per_step=c, peak_rss_mb=m)
+            for adj, k, th, c, m in ((True, 1, 1, 0.8, 480), (False, 1, 1, 0.3, 520), (True, 10, 1, 7.0, 500),
+                                     (False, 10, 1, 2.6, 860), (True, 1, 2, 1.6, 480))]
+    return {"records": recs}, {"records": [dict(union_grid=1871, cpu_seconds_per_step=100.0, peak_rss_mb=1500)]}
+
+
+def test_speed_figure_sets_the_reference_beside_each_one_thread_configuration():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import figures
+
+    speed, ref = _speed_results()
+    labels, cpu, rss = figures._speed_bars(speed, ref)
+    assert labels[0].startswith("reference") and len(labels) == 5  # the 2-thread row is left out
+    assert cpu == [100.0, 0.8, 0.3, 7.0, 2.6] and rss == [1500, 480, 520, 500, 860]
+    fig = figures.speed(speed, ref)
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    assert heights == cpu and fig.axes[0].get_yscale() == "log"

@@ -135,8 +135,8 @@ def periodic_task(df, task="interpolation", n_observed=50, random_state=None):
     All series share one clock from t = 0, but ``observed`` starts at each series' first
     observed point. A :class:`~latentode.LatentODERegressor` places its window start at a
     series' earliest row, so add an empty row (``y`` NaN) at t = 0 to every series of
-    ``observed`` before predicting, as ``benchmarks/periodic.py`` does (BENCHMARKS.md, "Where
-    the window starts", measures what it changes).
+    ``observed`` before predicting, as ``benchmarks/periodic.py`` does
+    (``benchmarks/periodic_window_start.py`` measures what it changes).
 
     Raises
     ------
