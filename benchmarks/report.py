@@ -29,7 +29,7 @@ FILES = {
     "defaults": DEFAULTS_FILES,
     "physionet_forecast": ("forecast_defaults.json", None, "forecast_grudt.json"),
     "physionet_interp": ("interp_defaults.json", "interp_center.json"),
-    "periodic": ("periodic_defaults.json", "periodic_reference_interp.json"),
+    "periodic": ("periodic_defaults.json", "periodic_reference_interp.json", "periodic_reference_extrap.json"),
     "priors": ("priors.json",),
     "calibration": ("bands.json",),
     "speed": ("speed.json", "reference_speed.json"),
@@ -263,7 +263,7 @@ def _reduced(s: dict) -> str:
 
 
 def periodic(R: Results) -> str:
-    dflt, ref = (R(n) for n in FILES["periodic"])
+    dflt, ref = _periodic_files(R)
     s = dflt["settings"]
     head = f"""## Periodic task
 
@@ -300,6 +300,15 @@ reference code's settings ({_ref_settings(ref)}). MSE on the data's scale."""
             "extrapolation: the last points).")
     cmds = "Commands:\n\n" + "\n".join(f"- {_cmd(d)}" for d in (dflt, ref))
     return "\n\n".join([head, "\n".join(lines), note, cmds, f"Machine: {_machine(dflt)}."])
+
+
+def _periodic_files(R: Results) -> tuple[dict, dict]:
+    """The defaults' file, and the reference settings' files merged into one (runs concatenated, commands listed)."""
+    dflt, *refs = (R.get(n) for n in FILES["periodic"])
+    refs = [r for r in refs if r is not None]
+    ref = {**refs[0], "runs": [run for r in refs for run in r["runs"]],
+           "command": "`; `".join(r["command"] for r in refs)}
+    return dflt, ref
 
 
 def _ref_settings(d: dict) -> str:
@@ -563,7 +572,7 @@ def readme_results(R: Results) -> str:
     """The README's one-table summary of the protocols (beside the defaults scoreboard's)."""
     f_def, f_tun, _ = (R.get(n) for n in FILES["physionet_forecast"])
     i_def, i_cen = (R.get(n) for n in FILES["physionet_interp"])
-    p_def, p_ref = (R(n) for n in FILES["periodic"])
+    p_def, p_ref = _periodic_files(R)
 
     def mse(d, model, case="test", key="mse", task=None):
         return [r[case][key] for r in _runs(d, model, task)]
