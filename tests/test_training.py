@@ -154,3 +154,10 @@ def test_a_non_finite_loss_stops_the_fit_at_the_end_of_its_epoch_with_finite_wei
         est.fit(df)
     assert len(calls) == 3  # the epoch finished, and no later one started
     assert all(torch.isfinite(p).all() for p in est.module_.parameters())
+
+
+def test_history_records_the_optimiser_steps_of_each_epoch(synth):
+    df = synth[0]
+    est = LatentODERegressor(**dict(TINY, max_epochs=2, validation_fraction=0, batch_size=3)).fit(df)
+    n_series = df["id"].nunique()
+    assert [h["steps"] for h in est.history_] == [-(-n_series // 3)] * 2
