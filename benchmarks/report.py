@@ -18,6 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmark programs whose tables are reused here
+import defaults  # noqa: E402
+import priors as P  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
@@ -27,7 +31,7 @@ DEFAULTS_FILES = ("defaults-m.json", "defaults-l.json")
 #: the files each section reads, in the order of BENCHMARKS.md
 FILES = {
     "defaults": DEFAULTS_FILES,
-    "physionet_forecast": ("forecast_defaults.json", None, "forecast_grudt.json"),
+    "physionet_forecast": ("forecast_defaults.json", "forecast_grudt.json"),
     "physionet_interp": ("interp_defaults.json", "interp_center.json"),
     "periodic": ("periodic_defaults.json", "periodic_reference_interp.json", "periodic_reference_extrap.json"),
     "priors": ("priors.json",),
@@ -36,19 +40,12 @@ FILES = {
     "scaling": ("scaling.json", "threads.json", "loop.json", "streaming.json"),
 }
 
-TUNED = ('`noise_std=0.01, adjoint=False, mask_fraction=0, forecast_fraction=1, anchor="last", center="last", '
-         'lr_decay=0.999, max_grad_norm=1000`, 50 epochs, the weights of the best validation epoch')
-
 
 class Results:
     """Reads the JSON result files of one folder."""
 
     def __init__(self, folder: Path = RESULTS):
         self.folder = Path(folder)
-
-    def get(self, name: str | None) -> dict | None:
-        """The file's content, or None for no file (a section's optional rows)."""
-        return None if name is None else self(name)
 
     def __call__(self, name: str) -> dict:
         path = self.folder / name
@@ -83,8 +80,13 @@ def _runs(d: dict | None, model: str, task: str | None = None) -> list[dict]:
     return [r for r in d["runs"] if r["model"] == model and (task is None or r.get("task") == task)]
 
 
-def _opt(d, text: str) -> str:
-    return text if d is not None else ""
+def _cost(runs, per_step=False) -> str:
+    """The cells ``epochs | fit CPU s | CPU s per epoch (or per optimiser step)``; dashes for the baselines."""
+    if "fit_cpu_seconds" not in runs[0]:
+        return "– | – | –"
+    unit = [r["epochs"] * (r["steps_per_epoch"] if per_step else 1) for r in runs]
+    each = np.mean([r["fit_cpu_seconds"] / u for r, u in zip(runs, unit)])
+    return f"{_mean(runs, 'epochs'):.0f} | {_mean(runs, 'fit_cpu_seconds'):.0f} | {each:.{3 if per_step else 1}f}"
 
 
 def _mean(runs, key):
@@ -114,8 +116,6 @@ def intro(R: Results) -> str:
 
 
 def defaults_section(R: Results) -> str:
-    import defaults
-
     rows, files = [], []
     for name in DEFAULTS_FILES:
         d = R(name)
@@ -158,7 +158,7 @@ PUBLISHED_FORECAST = [  # (model, MSE, MAE or None); Zhang et al. (2024), t-Patc
 
 
 def physionet_forecast(R: Results) -> str:
-    dflt, tuned, grudt = (R.get(n) for n in FILES["physionet_forecast"])
+    dflt, grudt = (R(n) for n in FILES["physionet_forecast"])
     s = dflt["settings"]
     locf = _runs(dflt, "locf")[0]["test"]
     head = f"""## PhysioNet forecasting
@@ -172,30 +172,18 @@ on the scaled values. The published figures used sets a, b and c (12,000 stays) 
 equals `locf` here: linear interpolation is constant beyond the last observation.
 
 Rows: the estimator's defaults, as a user calls it (`LatentODERegressor(id_col="RecordID", time_col="Time",
-random_state=seed)`: it holds out 10% of the training stays for early stopping and for its noise and gate);{_opt(
-    tuned, f" the tuned recipe, {TUNED};")}{_opt(grudt, " GRU-Δt (`GRUDeltaTRegressor`, hidden 40, width 50, the "
-                                                  "protocol's fixed epochs);")} the simple baselines (the training mean
+random_state=seed)`: it holds out 10% of the training stays for early stopping and for its noise and gate); GRU-Δt
+(`GRUDeltaTRegressor`, hidden 40, width 50, the protocol's fixed epochs); the simple baselines (the training mean
 where a stay never observed a variable)."""
     lines = ["| model | seeds | MSE | MAE | MSE / last value | epochs | fit CPU s | CPU s / epoch | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|"]
 
-    def row(label, runs):
+    d_runs = _runs(dflt, "odernn")
+    for label, runs in (("latentode, defaults", d_runs), ("GRU-Δt", _runs(grudt, "grudt")),
+                        ("last value carried forward", _runs(dflt, "locf")), ("series mean", _runs(dflt, "mean"))):
         mse = [r["test"]["mse"] for r in runs]
-        mae = [r["test"]["mae"] for r in runs]
-        if "fit_cpu_seconds" in runs[0]:
-            cost = (f"{_mean(runs, 'epochs'):.0f} | {_mean(runs, 'fit_cpu_seconds'):.0f} | "
-                    f"{np.mean([r['fit_cpu_seconds'] / r['epochs'] for r in runs]):.1f}")
-        else:
-            cost = "– | – | –"
-        lines.append(f"| {label} | {len(runs)} | {_pm(mse)} | {_pm(mae)} | {np.mean(mse) / locf['mse']:.3f} | "
-                     f"{cost} | {_mean(runs, 'peak_rss_mb'):.0f} |")
-
-    d_runs, t_runs, g_runs = _runs(dflt, "odernn"), _runs(tuned, "odernn"), _runs(grudt, "grudt")
-    for label, runs in (("latentode, defaults", d_runs), ("latentode, tuned recipe", t_runs), ("GRU-Δt", g_runs)):
-        if runs:
-            row(label, runs)
-    row("last value carried forward", _runs(dflt, "locf"))
-    row("series mean", _runs(dflt, "mean"))
+        lines.append(f"| {label} | {len(runs)} | {_pm(mse)} | {_pm([r['test']['mae'] for r in runs])} | "
+                     f"{np.mean(mse) / locf['mse']:.3f} | {_cost(runs)} | {_mean(runs, 'peak_rss_mb'):.0f} |")
     for name, mse, mae in PUBLISHED_FORECAST:
         lines.append(f"| published {name} (12,000 stays) | – | {mse:.2e} | {f'{mae:.2e}' if mae else '–'} | "
                      f"{mse / locf['mse']:.3f} | – | – | – | – |")
@@ -205,19 +193,13 @@ where a stay never observed a variable)."""
     tail = (f"The defaults' MSE is {100 * (1 - dm / locf['mse']):.1f}% below last value carried forward's, "
             f"{100 * abs(1 - dm / lode[1]):.1f}% {'below' if dm < lode[1] else 'above'} the published Latent ODE's and "
             f"{100 * (dm / best[1] - 1):.1f}% above the best published model's ({best[0]}, {best[1]:.2e}).")
-    if t_runs:
-        tm = np.mean([r["test"]["mse"] for r in t_runs])
-        dc = np.mean([r["fit_cpu_seconds"] / r["epochs"] for r in d_runs])
-        tc = np.mean([r["fit_cpu_seconds"] / r["epochs"] for r in t_runs])
-        tail += (f" Against the tuned recipe the defaults' MSE is {100 * abs(dm / tm - 1):.1f}% "
-                 f"{'lower' if dm < tm else 'higher'}, at {dc / tc:.1f}x its CPU time per epoch.")
     cmds = "Commands (each wrote the file named after `--name`):\n\n" + "\n".join(
-        f"- {_cmd(d)}" for d in (dflt, tuned, grudt) if d is not None)
+        f"- {_cmd(d)}" for d in (dflt, grudt))
     return "\n\n".join([head, "\n".join(lines), tail, cmds, f"Machine: {_machine(dflt)}."])
 
 
 def physionet_interp(R: Results) -> str:
-    d, cen = (R.get(n) for n in FILES["physionet_interp"])
+    d, cen = (R(n) for n in FILES["physionet_interp"])
     s = d["settings"]
     head = f"""## PhysioNet interpolation
 
@@ -226,8 +208,8 @@ times rounded to the minute, min-max scaling, an 80/20 split of the stays ({s['n
 {s['n_test']:,} test){_reduced(s)}. A random half of each test stay's observed values is the context; `held-out` scores the
 other half, `all points` every observed value. Each test context also carries an empty row at Time 0, the stays'
 shared window start. Rows: the estimator's defaults (`LatentODERegressor(id_col="RecordID", time_col="Time",
-random_state=seed)`),{_opt(cen, ' the defaults with `center="interp"` (the read-out added to the linear '
-                             'interpolation of what the encoder sees),')} and the per-stay baselines (the training mean where a stay never observed a variable).
+random_state=seed)`), the defaults with `center="interp"` (the read-out added to the linear interpolation of what
+the encoder sees), and the per-stay baselines (the training mean where a stay never observed a variable).
 MSEs are pooled over every scored value; "per-stay averaging" is the averaging of Rubanova et al.'s code (each
 stay's per-variable MSE, 0 where nothing is scored, averaged over variables and then stays), the one their
 published figure uses."""
@@ -242,15 +224,13 @@ published figure uses."""
         if not runs:
             continue
         h = [r["heldout"]["mse_pooled"] for r in runs]
-        cost = (f"{_mean(runs, 'epochs'):.0f} | {_mean(runs, 'fit_cpu_seconds'):.0f} | "
-                f"{np.mean([r['fit_cpu_seconds'] / r['epochs'] for r in runs]):.1f}"
-                if "fit_cpu_seconds" in runs[0] else "– | – | –")
+        cost = _cost(runs)
         lines.append(f"| {label} | {len(runs)} | {_pm(h)} | {np.mean(h) / lin['heldout']['mse_pooled']:.3f} | "
                      f"{_pm([r['all']['mse_pooled'] for r in runs])} | "
                      f"{_pm([r['all']['mse_per_series'] for r in runs])} | {cost} | {_mean(runs, 'peak_rss_mb'):.0f} |")
     lines.append("| published Latent ODE (ODE-RNN encoder; Rubanova et al. 2019) | – | – | – | – | 2.118e-03 | – | – | "
                  "– | – |")
-    cmds = "Commands:\n\n" + "\n".join(f"- {_cmd(x)}" for x in (d, cen) if x is not None)
+    cmds = "Commands:\n\n" + "\n".join(f"- {_cmd(x)}" for x in (d, cen))
     return "\n\n".join([head, "\n".join(lines), cmds, f"Machine: {_machine(d)}."])
 
 
@@ -292,9 +272,7 @@ reference code's settings ({_ref_settings(ref)}). MSE on the data's scale."""
             test = _pm([r["test"]["mse"] for r in runs])
             held = _pm([r["heldout"]["mse"] for r in runs]) if task == "interpolation" else "–"
             ratio = np.mean([r[key]["mse"] for r in runs]) / best_mse
-            cost = (f"{_mean(runs, 'epochs'):.0f} | {_mean(runs, 'fit_cpu_seconds'):.0f} | "
-                    f"{np.mean([r['fit_cpu_seconds'] / (r['epochs'] * r['steps_per_epoch']) for r in runs]):.3f}"
-                    if "fit_cpu_seconds" in runs[0] else "– | – | –")
+            cost = _cost(runs, per_step=True)
             lines.append(f"| {label} | {task} | {len(runs)} | {test} | {held} | {ratio:.2f} ({best}) | {cost} |")
     note = ("The ratio is to the best baseline on the targets the model did not see (interpolation: `held-out`; "
             "extrapolation: the last points).")
@@ -304,8 +282,7 @@ reference code's settings ({_ref_settings(ref)}). MSE on the data's scale."""
 
 def _periodic_files(R: Results) -> tuple[dict, dict]:
     """The defaults' file, and the reference settings' files merged into one (runs concatenated, commands listed)."""
-    dflt, *refs = (R.get(n) for n in FILES["periodic"])
-    refs = [r for r in refs if r is not None]
+    dflt, *refs = (R(n) for n in FILES["periodic"])
     ref = {**refs[0], "runs": [run for r in refs for run in r["runs"]],
            "command": "`; `".join(r["command"] for r in refs)}
     return dflt, ref
@@ -322,8 +299,6 @@ def _ref_settings(d: dict) -> str:
 
 
 def priors(R: Results) -> str:
-    import priors as P
-
     d = R("priors.json")
     c = d["config"]
     head = f"""## CNF prior against the normal prior
@@ -560,7 +535,6 @@ SECTIONS = (intro, defaults_section, physionet_forecast, physionet_interp, perio
 def build(R: Results | None = None) -> str:
     """The whole of BENCHMARKS.md."""
     R = R or Results()
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     return "\n\n".join(section(R) for section in SECTIONS) + "\n"
 
 
@@ -570,8 +544,8 @@ CENTER = ' (`center="interp"`)'
 
 def readme_results(R: Results) -> str:
     """The README's one-table summary of the protocols (beside the defaults scoreboard's)."""
-    f_def, f_tun, _ = (R.get(n) for n in FILES["physionet_forecast"])
-    i_def, i_cen = (R.get(n) for n in FILES["physionet_interp"])
+    f_def = R(FILES["physionet_forecast"][0])
+    i_def, i_cen = (R(n) for n in FILES["physionet_interp"])
     p_def, p_ref = _periodic_files(R)
 
     def mse(d, model, case="test", key="mse", task=None):
@@ -582,12 +556,12 @@ def readme_results(R: Results) -> str:
     rows = ["| protocol | latentode, defaults | latentode, other settings | best simple baseline | "
             "published |", "|---|---|---|---|---|",
             f"| PhysioNet forecasting (t-PatchGNN protocol, MSE) | {_pm(mse(f_def, 'odernn'))} | "
-            f"{_pm(mse(f_tun, 'odernn')) + ' (tuned recipe, 50 epochs)' if _runs(f_tun, 'odernn') else '–'} | "
+            "– | "
             f"{locf:.3e} (last value) | "
             "Latent ODE 6.05e-3; GraFITi 4.89e-3 |",
             f"| PhysioNet interpolation (Rubanova protocol, held-out MSE) | "
             f"{_pm(mse(i_def, 'odernn', 'heldout', 'mse_pooled'))} | "
-            f"{_pm(mse(i_cen, 'odernn', 'heldout', 'mse_pooled')) + CENTER if i_cen else '–'} | "
+            f"{_pm(mse(i_cen, 'odernn', 'heldout', 'mse_pooled'))}{CENTER} | "
             f"{lin:.3e} (linear) | – |"]
     for task, case in (("interpolation", "heldout"), ("extrapolation", "test")):
         base = min(np.mean(mse(p_def, m, case, task=task)) for m in ("linear", "locf", "mean"))
@@ -617,8 +591,7 @@ def readme_calibration(R: Results) -> str:
 
 
 README_BLOCKS = {  # marker name -> builder
-    "defaults summary": lambda R: __import__("defaults").summary(
-        [r for n in DEFAULTS_FILES for r in R(n)["rows"]]),
+    "defaults summary": lambda R: defaults.summary([r for n in DEFAULTS_FILES for r in R(n)["rows"]]),
     "results summary": readme_results,
     "speed summary": speed_summary,
     "calibration summary": readme_calibration,
@@ -632,7 +605,6 @@ def readme_markers(name: str) -> tuple[str, str]:
 def render_readme(doc: str, R: Results | None = None) -> str:
     """``doc`` (the README) with each generated block rebuilt."""
     R = R or Results()
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     for name, block in README_BLOCKS.items():
         begin, end = readme_markers(name)
         if begin not in doc or end not in doc:
