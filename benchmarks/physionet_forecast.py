@@ -73,14 +73,14 @@ def main(data_dir=None, n_stays=None, n_train=None, epochs=10, seeds=(0, 1, 2), 
     fit_ids = train_ids[:n_train] if n_train is not None else train_ids
     train = df[df["RecordID"].isin(fit_ids)]
     cases = {"test": H.forecast_frames(df, test_ids[:n_test])}
-    valid = df[df["RecordID"].isin(valid_ids)] if select_on_valid else None
     if estimator_defaults:
-        select_on_valid, valid = False, None
+        select_on_valid = False
         model_params = dict(params)
     else:
         if select_on_valid:
             params = {"patience": None, **params}  # train every epoch, keep the best one
         model_params = {**DEFAULTS, **params, "max_epochs": epochs}
+    valid = df[df["RecordID"].isin(valid_ids)] if select_on_valid else None
     if score_valid:
         cases["valid"] = H.forecast_frames(df, valid_ids)
     settings = {"n_stays": int(df["RecordID"].nunique()), "n_train_split": len(train_ids),
