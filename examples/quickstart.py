@@ -7,7 +7,7 @@ as the ``quickstart`` row of the defaults scoreboard (``benchmarks/defaults.py``
 The model is compared with per-series linear interpolation, the last value carried
 forward and the series mean, on the observed (noisy) values.
 
-Run: ``python examples/quickstart.py`` (the fit took 32-58 CPU s on one thread of a 2-core machine, idle or beside
+Run: ``python examples/quickstart.py`` (the fit took 30-58 CPU s on one thread of a 2-core machine, idle or beside
 another job: BENCHMARKS.md, "Defaults scoreboard", quickstart rows).
 """
 
