@@ -30,7 +30,7 @@ from latentode.baselines import GRUDeltaTRegressor, baseline_predict
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BASELINES = ("locf", "linear", "mean")
-NEURAL = ("odernn", "gru", "grudt")
+NEURAL = ("odernn", "gru", "attention", "grudt")
 MODELS = BASELINES + NEURAL
 #: Environment variable naming the data root, the folder that holds ``physionet2012/``.
 DATA_ENV = "LATENTODE_DATA"
@@ -230,8 +230,8 @@ def peak_rss_mb() -> float:
 
 
 def make_model(name: str, params: dict, seed: int, id_col="RecordID", time_col="Time"):
-    """A fresh neural model: ``"odernn"``/``"gru"`` (LatentODERegressor encoders) or ``"grudt"``."""
-    if name in ("odernn", "gru"):
+    """A fresh neural model: ``"odernn"``/``"gru"``/``"attention"`` (LatentODERegressor encoders) or ``"grudt"``."""
+    if name in ("odernn", "gru", "attention"):
         return LatentODERegressor(id_col=id_col, time_col=time_col, encoder=name, random_state=seed, **params)
     if name == "grudt":
         keep = {k: v for k, v in params.items() if k in GRUDeltaTRegressor().get_params()}
@@ -394,6 +394,9 @@ def add_model_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--lr-decay", type=float, default=None, help="per-step learning-rate decay (reference: 0.999)")
     p.add_argument("--max-grad-norm", type=float, default=None, help="clip each step's gradient to this L2 norm")
+    p.add_argument("--readout", choices=["linear", "per_variable"], default=None,
+                   help="read-out of the latent state (the estimator's default: linear)")
+    p.add_argument("--latent-dim", type=int, default=None)
     p.add_argument("--variable-weight", choices=["balanced"], default=None,
                    help="balanced: every variable weighs the same in the training likelihood")
     return p
@@ -407,7 +410,7 @@ def model_options(args: argparse.Namespace) -> dict:
     if args.adjoint is not None:
         out["adjoint"] = args.adjoint == "true"
     for key in ("mask_fraction", "forecast_fraction", "anchor", "center", "loss_on", "lr", "lr_decay", "max_grad_norm",
-                "variable_weight"):
+                "variable_weight", "readout", "latent_dim"):
         if getattr(args, key) is not None:
             out[key] = getattr(args, key)
     return out

@@ -27,29 +27,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .model import interpolate_observed
+from .model import reference_and_regime  # noqa: F401  (re-exported: the gate's inputs)
 
 N_BINS = 4          # distance bins per regime, at most
 MIN_BIN = 100       # held-out values per bin, at least
 PRIOR_VALUES = 20   # pseudo-values pulling a bin's weight towards its regime's
-
-
-def reference_and_regime(t, x, m, tq):
-    """Interpolation of the visible values at ``tq``, whether ``tq`` lies outside their span, and how far
-    it lies from the nearest visible value.
-
-    t : (batch, time); x, m : (batch, time, features); tq : (batch, Q)
-    -> r : (batch, Q, features), outside : (batch, Q, features) bool, distance : (batch, Q, features)
-    (model time units; infinite for a variable with no visible value)
-    """
-    r, distance = interpolate_observed(t, x, m, tq, return_distance=True)
-    big = torch.finfo(t.dtype).max
-    tt = t.unsqueeze(-1).expand_as(m)
-    first = torch.where(m > 0, tt, big).amin(dim=1)      # (batch, features)
-    last = torch.where(m > 0, tt, -big).amax(dim=1)
-    q = tq.unsqueeze(-1)
-    outside = (q < first.unsqueeze(1)) | (q > last.unsqueeze(1))
-    return r, outside, distance
 
 
 def as_gate(alpha, edges=None):

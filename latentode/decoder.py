@@ -41,8 +41,8 @@ from torchdiffeq import odeint, odeint_adjoint
 from ._solvers import ADAPTIVE, ADAPTIVE_STAGES, FIXED, METHODS, SolverError
 from .encoders import mlp
 
-__all__ = ["ADAPTIVE", "FIXED", "METHODS", "SolverError", "LatentDynamics", "TimeChangedField", "decode_latent",
-           "Decoder"]
+__all__ = ["ADAPTIVE", "FIXED", "METHODS", "READOUTS", "SolverError", "LatentDynamics", "TimeChangedField",
+           "decode_latent", "PerVariableReadout", "Decoder"]
 
 
 DYNAMICS_INIT = ("rotations", "mlp")
@@ -274,22 +274,65 @@ def decode_latent(dynamics: nn.Module, z0: torch.Tensor, tq: torch.Tensor, *, me
     return out
 
 
+READOUTS = ("linear", "per_variable")
+VARIABLE_EMBEDDING = 8  # size of each variable's learned embedding e_j in the "per_variable" read-out
+
+
+class PerVariableReadout(nn.Module):
+    """x_j(t) = a_j . z(t) + b_j + w_j . tanh(U z(t) + V e_j + C c_j(t)), one hidden layer per (query, variable).
+
+    ``e_j`` is a learned embedding of variable ``j`` and ``c_j(t)`` what the series shows of
+    the variable around the query (:meth:`latentode.model.Reference.context`: its
+    interpolated visible value, the distance to it, whether it was seen, whether the query
+    lies outside its observed span). The hidden layer of width ``width`` is shared by the
+    variables; ``w_j`` starts at 0, so training starts from the linear read-out.
+
+    Shapes: z (samples, batch, Q, latent), context (batch, Q, features, n_context) or None
+    (nothing seen: zeros) -> (samples, batch, Q, features).
+    """
+
+    def __init__(self, latent_dim: int, n_features: int, width: int = 50, n_context: int = 4,
+                 embed_dim: int = VARIABLE_EMBEDDING):
+        super().__init__()
+        self.linear = nn.Linear(latent_dim, n_features)
+        self.embedding = nn.Parameter(torch.randn(n_features, embed_dim) / math.sqrt(embed_dim))
+        self.z_in = nn.Linear(latent_dim, width)
+        self.e_in = nn.Linear(embed_dim, width, bias=False)
+        self.c_in = nn.Linear(n_context, width, bias=False)
+        self.out = nn.Parameter(torch.zeros(n_features, width))
+
+    def forward(self, z, context=None):
+        h = self.z_in(z).unsqueeze(-2) + self.e_in(self.embedding)            # (samples, batch, Q, features, width)
+        if context is not None:
+            h = h + self.c_in(context).unsqueeze(0)
+        return self.linear(z) + (torch.tanh(h) * self.out).sum(-1)
+
+
 class Decoder(nn.Module):
-    """Latent dynamics plus a linear read-out to the variables and a per-variable noise scale.
+    """Latent dynamics plus a read-out to the variables and a per-variable noise scale.
+
+    ``readout="linear"`` (Rubanova et al.): one linear layer from z(t). ``"per_variable"``:
+    :class:`PerVariableReadout`, which also reads each variable's context at the query.
 
     Attributes
     ----------
     log_noise : Parameter, shape (n_features,)
         log of the observation noise standard deviation (standardised units); learned when
         ``noise_std`` is None, else fixed at ``log(noise_std)``.
+    uses_context : bool
+        Whether :meth:`forward` reads a ``context``.
     """
 
     def __init__(self, latent_dim: int, n_features: int, width: int = 50, n_layers: int = 3,
                  noise_min: float = 1e-3, noise_std: float | None = None, dynamics_init: str = "mlp",
-                 rotation_cycles=ROTATION_CYCLES):
+                 rotation_cycles=ROTATION_CYCLES, readout: str = "linear", n_context: int = 4):
         super().__init__()
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {list(READOUTS)}, got {readout!r}.")
         self.dynamics = LatentDynamics(latent_dim, width, n_layers, dynamics_init, rotation_cycles)
-        self.readout = nn.Linear(latent_dim, n_features)
+        self.uses_context = readout == "per_variable"
+        self.readout = (PerVariableReadout(latent_dim, n_features, width, n_context) if self.uses_context
+                        else nn.Linear(latent_dim, n_features))
         if noise_std is None:  # learned, per variable
             self.log_noise = nn.Parameter(torch.full((n_features,), -0.5))
             self.noise_min = noise_min
@@ -303,9 +346,13 @@ class Decoder(nn.Module):
         """(n_features,) observation noise standard deviation, at least ``noise_min``."""
         return self.log_noise.exp() + self.noise_min
 
-    def forward(self, z0, tq, **solver):
-        """(samples, batch, latent) and (batch, Q) -> predicted means (samples, batch, Q, features)."""
-        return self.readout(decode_latent(self.dynamics, z0, tq, **solver))
+    def forward(self, z0, tq, context=None, **solver):
+        """(samples, batch, latent) and (batch, Q) -> predicted means (samples, batch, Q, features).
+
+        ``context`` (batch, Q, features, n_context): read by the ``"per_variable"`` read-out only.
+        """
+        z = decode_latent(self.dynamics, z0, tq, **solver)
+        return self.readout(z, context) if self.uses_context else self.readout(z)
 
 
 def _drop_shared_field_keys(state_dict, prefix, *args):

@@ -1,6 +1,6 @@
 """Encoders q(z0 | x): from a padded batch of observations to a Gaussian over z0.
 
-Both encoders walk each series' own observation times, vectorised over the batch; padded
+The recurrent encoders walk each series' own observation times, vectorised over the batch; padded
 steps are zero-length and masked, so they change nothing. Two anchors:
 
 - ``anchor="origin"`` (Rubanova et al.): backwards, from the last observation to the
@@ -11,6 +11,8 @@ steps are zero-length and masked, so they change nothing. Two anchors:
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -201,4 +203,82 @@ class GRUEncoder(nn.Module):
         return self.posterior(h)
 
 
-ENCODERS = {"odernn": ODERNNEncoder, "gru": GRUEncoder}
+class AttentionEncoder(nn.Module):
+    """Multi-time attention per variable (mTAN; Shukla & Marlin 2021), then a GRU over reference times.
+
+    Each series gets ``n_ref`` reference times evenly spread from the window origin to its last
+    observed step. A learnable time embedding ``phi(t) = [a t + b, sin(W t + c)]`` gives
+    queries (at the reference times) and keys (at the observation times) for ``n_heads``
+    heads; for each head, reference time and variable, the softmax over *that variable's*
+    observations weighs its values. Per reference time the GRU reads, for every head and
+    variable, the attended value and the share of the attention that fell on steps where
+    the variable was observed (0 and 0 for a variable with no observation), plus the
+    spacing of the reference times. It runs backwards to the origin (``anchor="origin"``) or
+    forwards to the last observed step (``"last"``), as the recurrent encoders do, over
+    ``n_ref`` steps whatever the number of observations: there is no loop over them.
+
+    Parameters
+    ----------
+    n_features, latent_dim : int
+    hidden_dim : int
+        GRU state size.
+    width : int
+        Width of the output network.
+    n_ref, n_heads, embed_dim : int
+        Reference times, attention heads and size of the time embedding.
+    """
+
+    def __init__(self, n_features: int, latent_dim: int, hidden_dim: int = 40, width: int = 50,
+                 anchor: str = "origin", n_ref: int = 16, n_heads: int = 4, embed_dim: int = 16, **_):
+        super().__init__()
+        self.time_linear = nn.Linear(1, 1)
+        self.time_periodic = nn.Linear(1, embed_dim - 1)
+        with torch.no_grad():  # frequencies from half a cycle to n_ref / 2 cycles per time unit (the median span)
+            cycles = torch.logspace(np.log10(0.5), np.log10(max(n_ref / 2, 1.0)), embed_dim - 1)
+            self.time_periodic.weight.copy_(2 * np.pi * cycles.unsqueeze(1))
+            self.time_periodic.bias.uniform_(0, 2 * np.pi)
+        self.query = nn.Linear(embed_dim, embed_dim * n_heads)
+        self.key = nn.Linear(embed_dim, embed_dim * n_heads)
+        self.gru = nn.GRU(2 * n_heads * n_features + 1, hidden_dim, batch_first=True)
+        self.posterior = _Posterior(hidden_dim, latent_dim, width)
+        self.hidden_dim, self.anchor = hidden_dim, anchor
+        self.n_ref, self.n_heads, self.embed_dim = n_ref, n_heads, embed_dim
+        self.nfe = 0
+
+    def embed(self, t: torch.Tensor) -> torch.Tensor:
+        """(...) times -> (..., embed_dim) embedding."""
+        t = t.unsqueeze(-1)
+        return torch.cat([self.time_linear(t), torch.sin(self.time_periodic(t))], dim=-1)
+
+    def attend(self, t, x, m):
+        """The GRU's input sequence, (batch, n_ref, 2 * n_heads * features + 1), in forward time order."""
+        b, n_t, n_f = x.shape
+        h, e = self.n_heads, self.embed_dim
+        tc = stopped_clock(t, m)
+        end = last_observed_time(t, m)                                                    # (batch,)
+        ref = end.unsqueeze(1) * torch.linspace(0, 1, self.n_ref, device=t.device, dtype=t.dtype)  # (batch, n_ref)
+        q = self.query(self.embed(ref)).view(b, self.n_ref, h, e).transpose(1, 2)        # (batch, heads, n_ref, e)
+        k = self.key(self.embed(tc)).view(b, n_t, h, e).transpose(1, 2)                  # (batch, heads, time, e)
+        score = q @ k.transpose(-1, -2) / math.sqrt(e)                                   # (batch, heads, n_ref, time)
+        seen = (m.amax(dim=-1) > 0).unsqueeze(1).unsqueeze(1)                            # (batch, 1, 1, time)
+        score = score.masked_fill(~seen, float("-inf"))
+        top = score.amax(dim=-1, keepdim=True)
+        w = torch.exp(score - torch.where(torch.isfinite(top), top, torch.zeros_like(top)))  # 0 at unseen steps
+        num = torch.einsum("bhkt,btf->bhkf", w, x * m)
+        den = torch.einsum("bhkt,btf->bhkf", w, m)
+        value = torch.where(den > 1e-30, num / den.clamp_min(1e-30), torch.zeros_like(num))
+        share = den / w.sum(dim=-1, keepdim=True).clamp_min(1e-30)                      # (batch, heads, n_ref, features)
+        feats = torch.cat([value, share], dim=-1).permute(0, 2, 1, 3).reshape(b, self.n_ref, 2 * h * n_f)
+        spacing = (end / max(self.n_ref - 1, 1)).view(b, 1, 1).expand(b, self.n_ref, 1)
+        return torch.cat([feats, spacing], dim=-1)
+
+    def forward(self, t, x, m):
+        """Same contract as :meth:`ODERNNEncoder.forward`."""
+        seq = self.attend(t, x, m)
+        if self.anchor == "origin":
+            seq = seq.flip(1)  # read backwards, ending at the origin
+        _, h = self.gru(seq)
+        return self.posterior(h[0])
+
+
+ENCODERS = {"odernn": ODERNNEncoder, "gru": GRUEncoder, "attention": AttentionEncoder}

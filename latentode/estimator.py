@@ -26,7 +26,7 @@ from ._training import SCHEDULES, HeldOut, fit_loop, heldout_errors, heldout_val
 from ._blend import apply_blend, as_gate, fit_blend, gate_at, reference_and_regime
 from ._windows import auto_window, cut_windows, query_windows
 from ._solvers import check_method
-from .decoder import DYNAMICS_INIT, ROTATION_CYCLES
+from .decoder import DYNAMICS_INIT, READOUTS, ROTATION_CYCLES
 from ._timescale import characteristic_cycles
 from .encoders import ANCHORS, ENCODERS
 from .model import CENTERS, LatentODE
@@ -69,9 +69,12 @@ class LatentODERegressor(BaseEstimator):
         an integer or text column looks like a series id, and for 20 or more variables).
     value_cols : list of str or None, default=None
         The variables; None takes every other column (all must be numeric).
-    encoder : {"odernn", "gru"}, default="odernn"
+    encoder : {"odernn", "gru", "attention"}, default="odernn"
         ODE-RNN (hidden state follows an ODE between observations; more accurate on
-        long gaps) or a GRU fed time gaps (faster).
+        long gaps), a GRU fed time gaps (faster), or multi-time attention per variable
+        (mTAN-style; :class:`~latentode.encoders.AttentionEncoder`): each variable's own
+        observations attended from a fixed number of reference times, then a short GRU, so
+        its cost does not grow with a loop over the observations.
     latent_dim : int, default=20
     encoder_dim : int, default=40
         Encoder hidden state size.
@@ -85,6 +88,14 @@ class LatentODERegressor(BaseEstimator):
         are there from the first epoch instead of being grown out of a near-zero field,
         which kept a plain MLP field on a plateau for tens of epochs. "mlp": the MLP alone
         (Rubanova et al.).
+    readout : {"linear", "per_variable"}, default="linear"
+        From the latent state z(t) to the variables. "linear" (Rubanova et al.): one linear
+        layer. "per_variable": that layer plus a hidden layer per (query, variable) that also
+        reads a learned embedding of the variable and what the series shows of it around the
+        query (its interpolated visible value, the time to it, whether it was seen, whether
+        the query lies past its observed span;
+        :class:`~latentode.decoder.PerVariableReadout`), as the query decoders of
+        forecasting models for irregular series do.
     prior : {"normal", "cnf"}, default="normal"
         Prior over z0: standard normal, or a continuous normalizing flow.
     prior_options : dict or None, default=None
@@ -291,7 +302,7 @@ class LatentODERegressor(BaseEstimator):
     """
 
     def __init__(self, *, id_col=None, time_col=None, value_cols=None, encoder="odernn", latent_dim=20,
-                 encoder_dim=40, width=50, n_layers=3, dynamics_init="rotations", prior="normal", prior_options=None, method="dopri5",
+                 encoder_dim=40, width=50, n_layers=3, dynamics_init="rotations", readout="linear", prior="normal", prior_options=None, method="dopri5",
                  rtol=1e-3, atol=1e-4, adjoint="auto", max_num_steps=1000, noise_std="auto", n_samples=1, kl_warmup=10,
                  mask_fraction=0.2, forecast_fraction=0.5, loss_on="all", variable_weight=None, anchor="origin",
                  center=None,
@@ -310,6 +321,7 @@ class LatentODERegressor(BaseEstimator):
         self.width = width
         self.n_layers = n_layers
         self.dynamics_init = dynamics_init
+        self.readout = readout
         self.prior = prior
         self.prior_options = prior_options
         self.method = method
@@ -361,6 +373,7 @@ class LatentODERegressor(BaseEstimator):
         check_choice("prior", self.prior, PRIORS)
         check_method("method", self.method)
         check_choice("dynamics_init", self.dynamics_init, DYNAMICS_INIT)
+        check_choice("readout", self.readout, READOUTS)
         check_choice("loss_on", self.loss_on, ("all", "hidden"))
         check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
         if self.blend is not None:
@@ -448,7 +461,8 @@ class LatentODERegressor(BaseEstimator):
         return LatentODE(self.n_features_in_, self.latent_dim, self.encoder, self.encoder_dim, self.width,
                          self.n_layers, self.prior, self.prior_options,
                          TRAIN_NOISE if self.noise_std == "auto" else self.noise_std, self.anchor, self.center,
-                         self.dynamics_init, getattr(self, "rotation_cycles_", None) or ROTATION_CYCLES)
+                         self.dynamics_init, getattr(self, "rotation_cycles_", None) or ROTATION_CYCLES,
+                         self.readout)
 
     def _queries(self, lf, times):
         return resolve_queries(lf, times, self.time_kind_, self.id_col_, self.time_col_)

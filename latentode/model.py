@@ -15,6 +15,7 @@ from .priors import make_prior
 
 LOG_2PI = math.log(2 * math.pi)
 CENTERS = ("last", "mean", "interp")
+N_CONTEXT = 4  # per-variable inputs of the "per_variable" read-out (:meth:`Reference.context`)
 
 
 def series_level(center, x, m):
@@ -85,6 +86,24 @@ def interpolate_observed(t, x, m, tq, return_distance=False):
     return r, distance
 
 
+def reference_and_regime(t, x, m, tq):
+    """Interpolation of the visible values at ``tq``, whether ``tq`` lies outside their span, and how far
+    it lies from the nearest visible value.
+
+    t : (batch, time); x, m : (batch, time, features); tq : (batch, Q)
+    -> r : (batch, Q, features), outside : (batch, Q, features) bool, distance : (batch, Q, features)
+    (model time units; infinite for a variable with no visible value)
+    """
+    r, distance = interpolate_observed(t, x, m, tq, return_distance=True)
+    big = torch.finfo(t.dtype).max
+    tt = t.unsqueeze(-1).expand_as(m)
+    first = torch.where(m > 0, tt, big).amin(dim=1)      # (batch, features)
+    last = torch.where(m > 0, tt, -big).amax(dim=1)
+    q = tq.unsqueeze(-1)
+    outside = (q < first.unsqueeze(1)) | (q > last.unsqueeze(1))
+    return r, outside, distance
+
+
 class Reference(NamedTuple):
     """What the decoder's read-out of a batch of series is relative to (the ``center``).
 
@@ -108,6 +127,20 @@ class Reference(NamedTuple):
         if self.center == "interp":
             return interpolate_observed(self.t, self.x, self.m, tq)
         return series_level(self.center, self.x, self.m).unsqueeze(1).expand(-1, tq.shape[1], -1)
+
+    def context(self, tq):
+        """What the ``"per_variable"`` read-out knows of each variable at query times ``tq`` (batch, Q).
+
+        Returns (batch, Q, features, N_CONTEXT): the linear interpolation of the variable's
+        visible values (the nearest one outside their span), ``log1p`` of the time to the
+        nearest visible value, whether the series has any visible value of the variable, and
+        whether the query lies outside their span. All four are 0 for a variable with no
+        visible value.
+        """
+        r, outside, distance = reference_and_regime(self.t, self.x, self.m, tq)
+        seen = torch.isfinite(distance)
+        d = torch.where(seen, torch.log1p(distance.clamp(0.0, 1e3)), torch.zeros_like(distance))
+        return torch.stack([r, d, seen.to(r.dtype), (outside & seen).to(r.dtype)], dim=-1)
 
 
 class Posterior(NamedTuple):
@@ -135,7 +168,7 @@ class LatentODE(nn.Module):
     Parameters
     ----------
     n_features, latent_dim : int
-    encoder : {"odernn", "gru"}
+    encoder : {"odernn", "gru", "attention"}
     encoder_dim : int
         Encoder hidden state size.
     width, n_layers : int
@@ -155,17 +188,22 @@ class LatentODE(nn.Module):
         The latent field (:class:`~latentode.decoder.LatentDynamics`).
     rotation_cycles : (float, float)
         Lowest and highest initial frequency of ``"rotations"`` (cycles per time unit).
+    readout : {"linear", "per_variable"}
+        From z(t) to the variables (:class:`~latentode.decoder.Decoder`); "per_variable" also
+        reads each variable's :meth:`Reference.context`.
     """
 
     def __init__(self, n_features: int, latent_dim: int, encoder: str = "odernn", encoder_dim: int = 40,
                  width: int = 50, n_layers: int = 3, prior: str = "normal", prior_options=None,
                  noise_std: float | None = None, anchor: str = "origin",
-                 center: str | None = None, dynamics_init: str = "mlp", rotation_cycles=(0.5, 3.0)):
+                 center: str | None = None, dynamics_init: str = "mlp", rotation_cycles=(0.5, 3.0),
+                 readout: str = "linear"):
         super().__init__()
         self.encoder = ENCODERS[encoder](n_features, latent_dim, hidden_dim=encoder_dim, width=width,
                                          n_layers=n_layers, anchor=anchor)
         self.decoder = Decoder(latent_dim, n_features, width, n_layers, noise_std=noise_std,
-                               dynamics_init=dynamics_init, rotation_cycles=rotation_cycles)
+                               dynamics_init=dynamics_init, rotation_cycles=rotation_cycles, readout=readout,
+                               n_context=N_CONTEXT)
         self.prior = make_prior(prior, latent_dim, prior_options)
         self.latent_dim, self.anchor, self.center = latent_dim, anchor, center
         # per-variable weights of the training likelihood (set by the estimator's fit; not saved:
@@ -183,7 +221,8 @@ class LatentODE(nn.Module):
     def decode(self, z0, tq, t0, reference=None, **solver):
         """Predicted means at query times ``tq`` (batch, Q) from z0 (samples, batch, latent) at ``t0`` (batch,),
         plus ``reference.at(tq)`` if given: (samples, batch, Q, features)."""
-        xhat = self.decoder(z0, tq - t0.unsqueeze(1), **solver)
+        context = reference.context(tq) if (reference is not None and self.decoder.uses_context) else None
+        xhat = self.decoder(z0, tq - t0.unsqueeze(1), context=context, **solver)
         if reference is None or reference.center is None:  # the training mean: nothing to add
             return xhat
         return xhat + reference.at(tq).unsqueeze(0)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from latentode.encoders import ANCHORS, ENCODERS, SIGMA_MIN, last_observed_time
+from latentode.decoder import decode_latent
 from latentode.model import LatentODE, interpolate_observed, series_level
 
 
@@ -170,3 +171,80 @@ def test_center_adds_the_reference_to_the_read_out(center):
         plain = model.decode(post.mu.unsqueeze(0), tq, post.t0, method="rk4")
         shifted = model.decode(post.mu.unsqueeze(0), tq, post.t0, post.reference, method="rk4")
     torch.testing.assert_close(shifted, plain + ref.unsqueeze(0))
+
+
+def test_attention_attends_each_variable_to_its_own_observations():
+    """Each attended value is a convex combination of that variable's observed values; a variable never
+    observed gives value 0 and attention share 0; removing the per-variable mask breaks both."""
+    gen = torch.Generator().manual_seed(7)
+    torch.manual_seed(7)
+    enc = ENCODERS["attention"](4, 3, hidden_dim=8, width=16, n_ref=5, n_heads=2)
+    t, x, m = batch(gen, b=2, t=7)
+    m[1, :, 3] = 0.0  # series 1 never observes variable 3
+    m[:, 2, 0] = 1.0
+    x = (x + 5.0 * torch.arange(4.0)) * m   # each variable its own range
+    seq = enc.attend(t, x, m)                 # (batch, n_ref, 2 * heads * features + 1)
+    assert seq.shape == (2, 5, 2 * 2 * 4 + 1)
+    feats = seq[..., :-1].reshape(2, 5, 2, 2 * 4)
+    value, share = feats[..., :4], feats[..., 4:]
+    for b in range(2):
+        for j in range(4):
+            obs = x[b, m[b, :, j] > 0, j]
+            if len(obs) == 0:
+                assert torch.equal(value[b, ..., j], torch.zeros_like(value[b, ..., j]))
+                assert torch.equal(share[b, ..., j], torch.zeros_like(share[b, ..., j]))
+            else:
+                assert (value[b, ..., j] >= obs.min() - 1e-5).all() and (value[b, ..., j] <= obs.max() + 1e-5).all()
+                assert ((share[b, ..., j] > 0) & (share[b, ..., j] <= 1 + 1e-6)).all()
+    # the spacing of the reference times: the last observed time / (n_ref - 1)
+    torch.testing.assert_close(seq[:, 0, -1], last_observed_time(t, m) / 4)
+
+
+def test_attention_reference_times_end_at_the_last_observation():
+    """The same observations, the window start moved: the reference times span origin -> last observation,
+    so z0 changes with where the origin lies."""
+    gen = torch.Generator().manual_seed(8)
+    torch.manual_seed(8)
+    enc = ENCODERS["attention"](4, 3, hidden_dim=8, width=16)
+    t, x, m = batch(gen, b=1)
+    m[:, 0] = 1.0
+    assert not torch.allclose(enc(t + 0.5, x * m, m)[0], enc(t, x * m, m)[0])
+
+
+def test_reference_context_by_hand():
+    from latentode.model import N_CONTEXT, Reference
+    t = torch.tensor([[0.0, 1.0, 2.0]])
+    x = torch.tensor([[[1.0, 0.0], [3.0, 0.0], [0.0, 0.0]]])
+    m = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]]])       # variable 0 seen at 0 and 1; variable 1 never
+    tq = torch.tensor([[0.5, 1.0, 3.0]])
+    c = Reference(None, t, x, m).context(tq)
+    assert c.shape == (1, 3, 2, N_CONTEXT)
+    torch.testing.assert_close(c[0, :, 0, 0], torch.tensor([2.0, 3.0, 3.0]))               # interpolated, then carried
+    torch.testing.assert_close(c[0, :, 0, 1], torch.log1p(torch.tensor([0.5, 0.0, 2.0])))  # to the nearest seen value
+    torch.testing.assert_close(c[0, :, 0, 2], torch.ones(3))
+    torch.testing.assert_close(c[0, :, 0, 3], torch.tensor([0.0, 0.0, 1.0]))               # past the last one
+    assert torch.equal(c[0, :, 1], torch.zeros(3, N_CONTEXT))                               # never seen: all 0
+
+
+def test_per_variable_readout_starts_linear_and_reads_the_context():
+    from latentode.model import Reference
+    gen = torch.Generator().manual_seed(9)
+    torch.manual_seed(9)
+    model = LatentODE(4, 3, encoder="gru", encoder_dim=8, width=16, n_layers=2, readout="per_variable")
+    readout = model.decoder.readout
+    z = torch.randn(2, 3, 5, 3, generator=gen)
+    ctx = torch.randn(3, 5, 4, 4, generator=gen)
+    torch.testing.assert_close(readout(z, ctx), readout.linear(z))   # the variables' output weights start at 0
+    with torch.no_grad():
+        readout.out.normal_(generator=gen)
+    assert not torch.allclose(readout(z, ctx), readout(z, None))
+    assert readout(z, ctx).shape == (2, 3, 5, 4)
+    # decode hands the series' context to the read-out
+    t, x, m = batch(gen, b=3, t=6)
+    mu, _, t0, ref = model.encode(t, x, m)
+    solver = dict(method="rk4", step_size=0.1, adjoint=False)
+    with torch.no_grad():
+        decoded = model.decode(mu.unsqueeze(0), t, t0, ref, **solver)
+        z_t = decode_latent(model.decoder.dynamics, mu.unsqueeze(0), t - t0.unsqueeze(1), **solver)
+    torch.testing.assert_close(decoded, readout(z_t, Reference(None, t, x, m).context(t)))
+    assert not torch.allclose(decoded, readout(z_t, None))

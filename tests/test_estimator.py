@@ -241,8 +241,24 @@ def test_save_load_and_pickle_give_identical_predictions(fitted, synth, tmp_path
         LatentODERegressor.load(tmp_path / "nothing")
 
 
+@pytest.mark.parametrize("encoder, readout", [("attention", "linear"), ("odernn", "per_variable"),
+                                             ("attention", "per_variable")])
+def test_attention_encoder_and_per_variable_readout_fit_predict_and_reload(synth, tmp_path, encoder, readout):
+    df = synth[0]
+    est = LatentODERegressor(**dict(TINY, encoder=encoder, readout=readout)).fit(df)
+    times = pd.date_range("2024-01-05", periods=5, freq="13h")
+    ref = est.predict(df, times=times)
+    assert np.isfinite(ref[["v1", "v2"]].to_numpy(float)).all()
+    assert est.impute(df)[["v1", "v2"]].notna().all().all()
+    est.save(tmp_path / "model")
+    loaded = LatentODERegressor.load(tmp_path / "model")
+    assert loaded.get_params()["readout"] == readout and loaded.get_params()["encoder"] == encoder
+    pd.testing.assert_frame_equal(loaded.predict(df, times=times), ref)
+
+
 @pytest.mark.parametrize("params, exc, match", [
-    (dict(encoder="lstm"), ValueError, r"encoder='lstm' is not one of \['gru', 'odernn'\]"),
+    (dict(encoder="lstm"), ValueError, r"encoder='lstm' is not one of \['attention', 'gru', 'odernn'\]"),
+    (dict(readout="mlp"), ValueError, r"readout='mlp' is not one of"),
     (dict(method="rk45"), ValueError, "method='rk45'"),
     (dict(method="explicit_adams"), ValueError, r"method='explicit_adams' is not one of .*'rk4'"),
     (dict(method="implicit_adams"), ValueError, "method='implicit_adams'"),
