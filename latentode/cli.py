@@ -31,7 +31,8 @@ from pandas.api import types as ptypes
 
 from ._times import parse_text_times
 from ._validation import InputError
-from .decoder import SolverError
+from .decoder import READOUTS, SolverError
+from .encoders import ENCODERS
 
 _CSV = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz", ".txt")
 _PARQUET = (".parquet", ".pq")
@@ -155,7 +156,7 @@ def cmd_fit(a) -> int:
     frame = _parse_times(frame, time_col, what="data file")
     params = dict(id_col=a.id_col, time_col=time_col, value_cols=value_cols, random_state=a.seed,
                   verbose=0 if a.quiet else 1, device=a.device, n_threads=a.threads)
-    for name in ("encoder", "latent_dim", "encoder_dim", "width", "max_epochs", "batch_size", "lr",
+    for name in ("encoder", "readout", "latent_dim", "encoder_dim", "width", "max_epochs", "batch_size", "lr",
                  "validation_fraction"):  # given options only: the rest are the estimator's defaults
         if getattr(a, name) is not None:
             params[name] = getattr(a, name)
@@ -290,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--id-col", help="series id column (default: 'unique_id' or 'id'; none = one series)")
     f.add_argument("--time-col", help="time column, numbers or ISO dates (default: 'ds', 'time' or 'timestamp')")
     f.add_argument("--value-cols", help="comma-separated variable columns (default: all other columns)")
-    f.add_argument("--encoder", choices=["odernn", "gru"], help="default: odernn")
+    f.add_argument("--encoder", choices=sorted(ENCODERS), help="default: odernn")
+    f.add_argument("--readout", choices=list(READOUTS), help="default: linear")
     f.add_argument("--latent-dim", type=int, help="default: 20")
     f.add_argument("--encoder-dim", type=int, help="default: 40")
     f.add_argument("--width", type=int, help="MLP width (default: 50)")

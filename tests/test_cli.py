@@ -38,6 +38,16 @@ def test_fit_saves_a_model(workdir):
     assert (d / "model" / "config.json").is_file() and (d / "model" / "weights.pt").is_file()
 
 
+def test_fit_takes_the_encoder_and_readout(workdir):
+    import json
+    d, _ = workdir
+    out = d / "model-attention"
+    assert main(["fit", str(d / "data.csv"), "--model-dir", str(out), *TINY, "--encoder", "attention",
+                 "--readout", "per_variable"]) == 0
+    params = json.loads((out / "config.json").read_text())["params"]
+    assert (params["encoder"], params["readout"]) == ("attention", "per_variable")
+
+
 def test_predict_horizon_with_levels(workdir):
     d, df = workdir
     out = d / "forecast.csv"
