@@ -254,6 +254,18 @@ def test_attention_encoder_and_per_variable_readout_fit_predict_and_reload(synth
     loaded = LatentODERegressor.load(tmp_path / "model")
     assert loaded.get_params()["readout"] == readout and loaded.get_params()["encoder"] == encoder
     pd.testing.assert_frame_equal(loaded.predict(df, times=times), ref)
+    bands = est.predict(df, times=times, level=80, n_samples=20)
+    assert (bands["v1-lo-80"] <= bands["v1-hi-80"]).all()
+    assert np.isfinite(est.sample_prior(times[:3], n_samples=3)[["v1", "v2"]].to_numpy(float)).all()
+
+
+def test_per_variable_readout_with_the_cnf_prior(synth):
+    df = synth[0]
+    est = LatentODERegressor(**dict(TINY, max_epochs=1, encoder="attention", readout="per_variable",
+                                    prior="cnf")).fit(df)
+    assert np.isfinite(est.sample_prior(pd.date_range("2024-01-05", periods=3, freq="5h"), n_samples=2)
+                       [["v1", "v2", "v3"]].to_numpy(float)).all()
+    assert np.isfinite(est.score(df))
 
 
 @pytest.mark.parametrize("params, exc, match", [
