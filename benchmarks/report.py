@@ -28,10 +28,18 @@ BENCHMARKS = ROOT / "BENCHMARKS.md"
 README = ROOT / "README.md"
 DEFAULTS_FILES = ("defaults-m.json", "defaults-l.json")
 
+#: the rows of the reduced PhysioNet forecasting ablation: (change from the defaults, model, one file per seed)
+ABLATION = (
+    ("none (the defaults)", "odernn", ("abl_base_s0.json", "abl_base_s1.json")),
+    ('`readout="per_variable"`', "odernn", ("ablation_per_variable_s0.json", "ablation_per_variable_s1.json")),
+    ('`encoder="attention"`', "attention", ("ablation_attention_s0.json", "ablation_attention_s1.json")),
+)
+
 #: the files each section reads, in the order of BENCHMARKS.md
 FILES = {
     "defaults": DEFAULTS_FILES,
     "physionet_forecast": ("forecast_defaults.json", "forecast_grudt.json"),
+    "physionet_ablation": ("ablation_baselines.json",) + tuple(f for _, _, files in ABLATION for f in files),
     "physionet_interp": ("interp_defaults.json", "interp_center.json"),
     "periodic": ("periodic_defaults.json", "periodic_reference_interp.json", "periodic_reference_extrap.json"),
     "priors": ("priors.json",),
@@ -196,6 +204,38 @@ where a stay never observed a variable)."""
     cmds = "Commands (each wrote the file named after `--name`):\n\n" + "\n".join(
         f"- {_cmd(d)}" for d in (dflt, grudt))
     return "\n\n".join([head, "\n".join(lines), tail, cmds, f"Machine: {_machine(dflt)}."])
+
+
+def physionet_ablation(R: Results) -> str:
+    base = R("ablation_baselines.json")
+    s = base["settings"]
+    locf = _runs(base, "locf")[0]["test"]
+    head = f"""### Ablation on a reduced set
+
+The forecasting protocol above on the first {s['n_stays']:,} stays by RecordID ({s['n_train_split']:,} train,
+{s['n_test']:,} test; the 60/20/20 split and the scaling as above), each row the estimator's defaults with one
+change (`benchmarks/physionet_forecast.py --n-stays {s['n_stays']} --estimator-defaults` plus the row's options),
+one fit per seed. **Reduced:** {s['n_train_split']:,} of the full {4800:,} training stays, so each fit takes about a
+seventh of the optimiser steps of a full one; a change that needs more data or steps to pay off may lose here.
+"MSE / defaults" divides by the defaults' mean MSE over the same seeds."""
+    rows = [(label, [r for f in files for r in _runs(R(f), model)]) for label, model, files in ABLATION]
+    ref = np.mean([r["test"]["mse"] for r in rows[0][1]])
+    lines = ["| change | seeds | MSE | MAE | MSE / defaults | MSE / last value | epochs | fit CPU s | CPU s / epoch "
+             "| CPU s / step | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, runs in rows:
+        mse = [r["test"]["mse"] for r in runs]
+        per_step = _cost(runs, per_step=True).split(" | ")[-1]
+        lines.append(f"| {label} | {len(runs)} | {_pm(mse)} | {_pm([r['test']['mae'] for r in runs])} | "
+                     f"{np.mean(mse) / ref:.3f} | {np.mean(mse) / locf['mse']:.3f} | {_cost(runs)} | {per_step} | "
+                     f"{_mean(runs, 'peak_rss_mb'):.0f} |")
+    for label, model in (("last value carried forward", "locf"), ("series mean", "mean")):
+        r = _runs(base, model)[0]["test"]
+        lines.append(f"| baseline: {label} | – | {r['mse']:.3e} | {r['mae']:.3e} | {r['mse'] / ref:.3f} | "
+                     f"{r['mse'] / locf['mse']:.3f} | – | – | – | – | – |")
+    files = [f for _, _, fs in ABLATION for f in fs]
+    cmds = "Commands (one per file; the seed and `--name` differ between a row's files):\n\n" + "\n".join(
+        f"- {_cmd(R(f))}" for f in ("ablation_baselines.json", *files[::2]))
+    return "\n\n".join([head, "\n".join(lines), cmds, f"Machine: {_machine(base)}."])
 
 
 def physionet_interp(R: Results) -> str:
@@ -528,7 +568,7 @@ def _streaming(d: dict) -> str:
     return "\n".join(out)
 
 
-SECTIONS = (intro, defaults_section, physionet_forecast, physionet_interp, periodic, priors, calibration, speed,
+SECTIONS = (intro, defaults_section, physionet_forecast, physionet_ablation, physionet_interp, periodic, priors, calibration, speed,
             scaling)
 
 
