@@ -279,13 +279,14 @@ VARIABLE_EMBEDDING = 8  # size of each variable's learned embedding e_j in the "
 
 
 class PerVariableReadout(nn.Module):
-    """x_j(t) = a_j . z(t) + b_j + w_j . tanh(U z(t) + V e_j + C c_j(t)), one hidden layer per (query, variable).
+    """x_j(t) = a_j . z(t) + b_j + g_j r_j(t) + w_j . tanh(U z(t) + V e_j + C c_j(t)), per (query, variable).
 
     ``e_j`` is a learned embedding of variable ``j`` and ``c_j(t)`` what the series shows of
-    the variable around the query (:meth:`latentode.model.Reference.context`: its
-    interpolated visible value, the distance to it, whether it was seen, whether the query
-    lies outside its observed span). The hidden layer of width ``width`` is shared by the
-    variables; ``w_j`` starts at 0, so training starts from the linear read-out.
+    the variable around the query (:meth:`latentode.model.Reference.context`), whose first
+    entry ``r_j(t)`` is the interpolated visible value (the last one past the end): the gain
+    ``g_j`` lets a variable lean on its own recent value, as ``center="last"`` does, by as
+    much as training finds useful. The hidden layer of width ``width`` is shared by the
+    variables. ``g_j`` and ``w_j`` start at 0, so training starts from the linear read-out.
 
     Shapes: z (samples, batch, Q, latent), context (batch, Q, features, n_context) or None
     (nothing seen: zeros) -> (samples, batch, Q, features).
@@ -300,12 +301,15 @@ class PerVariableReadout(nn.Module):
         self.e_in = nn.Linear(embed_dim, width, bias=False)
         self.c_in = nn.Linear(n_context, width, bias=False)
         self.out = nn.Parameter(torch.zeros(n_features, width))
+        self.gain = nn.Parameter(torch.zeros(n_features))
 
     def forward(self, z, context=None):
         h = self.z_in(z).unsqueeze(-2) + self.e_in(self.embedding)            # (samples, batch, Q, features, width)
+        out = self.linear(z)
         if context is not None:
             h = h + self.c_in(context).unsqueeze(0)
-        return self.linear(z) + (torch.tanh(h) * self.out).sum(-1)
+            out = out + self.gain * context[..., 0]
+        return out + (torch.tanh(h) * self.out).sum(-1)
 
 
 class Decoder(nn.Module):

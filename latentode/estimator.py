@@ -90,12 +90,13 @@ class LatentODERegressor(BaseEstimator):
         (Rubanova et al.).
     readout : {"linear", "per_variable"}, default="linear"
         From the latent state z(t) to the variables. "linear" (Rubanova et al.): one linear
-        layer. "per_variable": that layer plus a hidden layer per (query, variable) that also
-        reads a learned embedding of the variable and what the series shows of it around the
-        query (its interpolated visible value, the time to it, whether it was seen, whether
-        the query lies past its observed span;
+        layer. "per_variable": that layer, plus a learned gain on each variable's own
+        interpolated visible value (its last value past the end), plus a hidden layer per
+        (query, variable) that also reads a learned embedding of the variable and what the
+        series shows of it around the query (that value, the time to it, whether it was
+        seen, whether the query lies past its observed span;
         :class:`~latentode.decoder.PerVariableReadout`), as the query decoders of
-        forecasting models for irregular series do.
+        forecasting models for irregular series do. Both extra terms start at 0.
     prior : {"normal", "cnf"}, default="normal"
         Prior over z0: standard normal, or a continuous normalizing flow.
     prior_options : dict or None, default=None

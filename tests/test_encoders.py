@@ -238,6 +238,13 @@ def test_per_variable_readout_starts_linear_and_reads_the_context():
     with torch.no_grad():
         readout.out.normal_(generator=gen)
     assert not torch.allclose(readout(z, ctx), readout(z, None))
+    with torch.no_grad():  # the gain adds the variable's own interpolated value, linearly
+        readout.out.zero_()
+        readout.gain.fill_(1.0)
+    torch.testing.assert_close(readout(z, ctx), readout.linear(z) + ctx[..., 0])
+    with torch.no_grad():
+        readout.gain.zero_()
+        readout.out.normal_(generator=gen)
     assert readout(z, ctx).shape == (2, 3, 5, 4)
     # decode hands the series' context to the read-out
     t, x, m = batch(gen, b=3, t=6)
