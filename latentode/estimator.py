@@ -465,6 +465,16 @@ class LatentODERegressor(BaseEstimator):
                          self.dynamics_init, getattr(self, "rotation_cycles_", None) or ROTATION_CYCLES,
                          self.readout)
 
+    def _infer_chunk(self, n_samples: int, q_max: int) -> int:
+        """Series per decoded chunk, so that samples x series x queries x (what one query holds) stays within
+        ``INFER_ELEMENTS``: the features and latent state, and with ``readout="per_variable"`` its hidden layer
+        (features x width)."""
+        per_query = self.n_features_in_ + self.latent_dim
+        if self.readout == "per_variable":
+            per_query += self.n_features_in_ * self.width
+        return int(np.clip(INFER_ELEMENTS // (max(n_samples, 1) * max(q_max, 1) * per_query), 1,
+                           max(self.batch_size, INFER_CHUNK)))
+
     def _queries(self, lf, times):
         return resolve_queries(lf, times, self.time_kind_, self.id_col_, self.time_col_)
 
@@ -634,10 +644,8 @@ class LatentODERegressor(BaseEstimator):
         times, _, offsets, row_point = group_points(np.asarray(q_codes), np.asarray(q_t), None, n_s)
         scale, model, solver = self.scaling_.time_scale, self.module_, self._solver()
         gate = self._gate()
-        # series per chunk: bounded by the decoded array's size (samples x series x queries x features)
         q_max = int(np.diff(offsets).max()) if n_s else 1
-        chunk = int(np.clip(INFER_ELEMENTS // (max(n_samples, 1) * max(q_max, 1) * (n_f + self.latent_dim)), 1,
-                            max(self.batch_size, INFER_CHUNK)))
+        chunk = self._infer_chunk(n_samples, q_max)
         parts = []
         model.eval()
         with torch.no_grad():

@@ -259,6 +259,17 @@ def test_attention_encoder_and_per_variable_readout_fit_predict_and_reload(synth
     assert np.isfinite(est.sample_prior(times[:3], n_samples=3)[["v1", "v2"]].to_numpy(float)).all()
 
 
+def test_inference_chunks_bound_the_per_variable_readouts_hidden_layer(synth):
+    from latentode.estimator import INFER_ELEMENTS
+    for readout in ("linear", "per_variable"):
+        est = LatentODERegressor(**dict(TINY, max_epochs=1, readout=readout)).fit(synth[0])
+        n_samples, q_max = 200, 50
+        chunk = est._infer_chunk(n_samples, q_max)
+        hidden = est.n_features_in_ * est.width if readout == "per_variable" else 0
+        assert chunk * n_samples * q_max * (est.n_features_in_ + est.latent_dim + hidden) <= INFER_ELEMENTS
+        assert chunk >= 1
+
+
 def test_per_variable_readout_with_the_cnf_prior(synth):
     df = synth[0]
     est = LatentODERegressor(**dict(TINY, max_epochs=1, encoder="attention", readout="per_variable",
