@@ -36,8 +36,9 @@ def series_level(center, x, m):
     return torch.where(last >= 0, value, torch.zeros_like(value))
 
 
-def _neighbours(t, m, tq):
-    """Each variable's nearest observed steps around ``tq``: the one at or before and the one after.
+def _neighbours(t, m, tq, strict=False):
+    """Each variable's nearest observed steps around ``tq``: the one at or before and the one after
+    (``strict``: strictly before and strictly after, so a value observed at ``tq`` itself is left out).
 
     t : (batch, time); m : (batch, time, features); tq : (batch, Q) ->
     p, n : (batch, Q, features) step indices (clamped into range), has_p, has_n : bool, whether they exist.
@@ -48,16 +49,18 @@ def _neighbours(t, m, tq):
     observed = m > 0
     prev = torch.where(observed, steps, -1).cummax(dim=1).values                  # last observed step <= j
     nxt = torch.where(observed, steps, n_t).flip(1).cummin(dim=1).values.flip(1)  # first observed step >= j
-    j = torch.searchsorted(t.contiguous(), tq.contiguous(), right=True) - 1      # (b, Q): last step with t_j <= tq
+    tc, qc = t.contiguous(), tq.contiguous()
+    k = torch.searchsorted(tc, qc, right=True)                                    # (b, Q): first step with t_k > tq
+    j = (torch.searchsorted(tc, qc, right=False) if strict else k) - 1           # last step with t_j < (<=) tq
     at_j = j.clamp_min(0).unsqueeze(-1).expand(b, n_q, n_f)
-    after_j = (j + 1).clamp_max(n_t - 1).unsqueeze(-1).expand(b, n_q, n_f)
+    after_k = k.clamp_max(n_t - 1).unsqueeze(-1).expand(b, n_q, n_f)
     p = torch.where((j >= 0).unsqueeze(-1), prev.gather(1, at_j), -1)              # (b, Q, features)
-    n = torch.where((j + 1 < n_t).unsqueeze(-1), nxt.gather(1, after_j), n_t)
+    n = torch.where((k < n_t).unsqueeze(-1), nxt.gather(1, after_k), n_t)
     has_p, has_n = p >= 0, n < n_t
     return p.clamp(0, n_t - 1), n.clamp(0, n_t - 1), has_p, has_n
 
 
-def interpolate_observed(t, x, m, tq, return_distance=False):
+def interpolate_observed(t, x, m, tq, return_distance=False, strict=False):
     """Each variable's observed values, linearly interpolated in time at ``tq``.
 
     Before a variable's first and after its last observation the nearest observed value
@@ -67,10 +70,11 @@ def interpolate_observed(t, x, m, tq, return_distance=False):
     t : (batch, time), non-decreasing per row; x, m : (batch, time, features);
     tq : (batch, Q) -> (batch, Q, features); with ``return_distance`` also the time from
     each query to the nearest observed value of its variable, (batch, Q, features)
-    (infinite for a variable the series never observed).
+    (infinite for a variable the series never observed). ``strict`` leaves out a value
+    observed at the query time itself: the interpolation of the *other* values.
     """
     n_f = x.shape[-1]
-    p, n, has_p, has_n = _neighbours(t, m, tq)
+    p, n, has_p, has_n = _neighbours(t, m, tq, strict)
     tt = t.unsqueeze(-1).expand(-1, -1, n_f)
     tp, tn = tt.gather(1, p), tt.gather(1, n)
     xp, xn = x.gather(1, p), x.gather(1, n)
@@ -131,16 +135,20 @@ class Reference(NamedTuple):
     def context(self, tq):
         """What the ``"per_variable"`` read-out knows of each variable at query times ``tq`` (batch, Q).
 
-        Returns (batch, Q, features, N_CONTEXT): the linear interpolation of the variable's
-        visible values (the nearest one outside their span), ``log1p`` of the time to the
-        nearest visible value, whether the series has any visible value of the variable, and
-        whether the query lies outside their span. All four are 0 for a variable with no
-        visible value.
+        Built from the variable's visible values at *other* times than the query's: a value
+        observed at the query time is left out, so that in training the read-out of a visible
+        value cannot copy it and learns, as for a hidden one, from its neighbours.
+
+        Returns (batch, Q, features, N_CONTEXT): the linear interpolation of those values
+        (the nearest one outside their span), ``log1p`` of the time to the nearest of them,
+        whether there is any, and whether the query lies outside their span (no value on one
+        side). All four are 0 for a variable with no such value.
         """
-        r, outside, distance = reference_and_regime(self.t, self.x, self.m, tq)
+        r, distance = interpolate_observed(self.t, self.x, self.m, tq, return_distance=True, strict=True)
         seen = torch.isfinite(distance)
+        _, _, has_p, has_n = _neighbours(self.t, self.m, tq, strict=True)
         d = torch.where(seen, torch.log1p(distance.clamp(0.0, 1e3)), torch.zeros_like(distance))
-        return torch.stack([r, d, seen.to(r.dtype), (outside & seen).to(r.dtype)], dim=-1)
+        return torch.stack([r, d, seen.to(r.dtype), (seen & ~(has_p & has_n)).to(r.dtype)], dim=-1)
 
 
 class Posterior(NamedTuple):

@@ -219,10 +219,11 @@ def test_reference_context_by_hand():
     tq = torch.tensor([[0.5, 1.0, 3.0]])
     c = Reference(None, t, x, m).context(tq)
     assert c.shape == (1, 3, 2, N_CONTEXT)
-    torch.testing.assert_close(c[0, :, 0, 0], torch.tensor([2.0, 3.0, 3.0]))               # interpolated, then carried
-    torch.testing.assert_close(c[0, :, 0, 1], torch.log1p(torch.tensor([0.5, 0.0, 2.0])))  # to the nearest seen value
+    # at 1.0 the value observed there is left out: the one at 0 is carried, and the query lies past the others
+    torch.testing.assert_close(c[0, :, 0, 0], torch.tensor([2.0, 1.0, 3.0]))               # interpolated, then carried
+    torch.testing.assert_close(c[0, :, 0, 1], torch.log1p(torch.tensor([0.5, 1.0, 2.0])))  # to the nearest other value
     torch.testing.assert_close(c[0, :, 0, 2], torch.ones(3))
-    torch.testing.assert_close(c[0, :, 0, 3], torch.tensor([0.0, 0.0, 1.0]))               # past the last one
+    torch.testing.assert_close(c[0, :, 0, 3], torch.tensor([0.0, 1.0, 1.0]))               # outside the others' span
     assert torch.equal(c[0, :, 1], torch.zeros(3, N_CONTEXT))                               # never seen: all 0
 
 
