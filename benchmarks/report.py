@@ -30,9 +30,12 @@ DEFAULTS_FILES = ("defaults-m.json", "defaults-l.json")
 
 #: the rows of the reduced PhysioNet forecasting ablation: (change from the defaults, model, one file per seed)
 ABLATION = (
-    ("none (the defaults)", "odernn", ("abl_base_s0.json", "abl_base_s1.json")),
-    ('`readout="per_variable"`', "odernn", ("ablation_per_variable_s0.json", "ablation_per_variable_s1.json")),
+    ("none (the defaults)", "odernn", ("abl_base_s0.json", "abl_base_s1.json", "abl_base_s2.json")),
+    ('`readout="per_variable"`', "odernn", ("ablation_per_variable_s0.json", "ablation_per_variable_s1.json",
+                                            "ablation_per_variable_s2.json")),
     ('`encoder="attention"`', "attention", ("ablation_attention_s0.json", "ablation_attention_s1.json")),
+    ('`encoder="attention", readout="per_variable"`', "attention",
+     ("ablation_attention_per_variable_s0.json", "ablation_attention_per_variable_s1.json")),
     ('`variable_weight="balanced"` (every variable weighs the same, as the metric weighs them)', "odernn",
      ("ablation_balanced_s0.json", "ablation_balanced_s1.json")),
     ('`loss_on="hidden", forecast_fraction=1` (a forecasting objective: only hidden values scored, every series '
@@ -42,9 +45,10 @@ ABLATION = (
 #: the files each section reads, in the order of BENCHMARKS.md
 FILES = {
     "defaults": DEFAULTS_FILES,
-    "physionet_forecast": ("forecast_defaults.json", "forecast_grudt.json"),
+    "physionet_forecast": ("forecast_defaults.json", "forecast_grudt.json", "forecast_per_variable.json",
+                           "forecast_attention_per_variable.json"),
     "physionet_ablation": ("ablation_baselines.json",) + tuple(f for _, _, files in ABLATION for f in files),
-    "physionet_interp": ("interp_defaults.json", "interp_center.json"),
+    "physionet_interp": ("interp_defaults.json", "interp_center.json", "interp_per_variable.json"),
     "periodic": ("periodic_defaults.json", "periodic_reference_interp.json", "periodic_reference_extrap.json"),
     "priors": ("priors.json",),
     "calibration": ("bands.json",),
@@ -170,7 +174,7 @@ PUBLISHED_FORECAST = [  # (model, MSE, MAE or None); Zhang et al. (2024), t-Patc
 
 
 def physionet_forecast(R: Results) -> str:
-    dflt, grudt = (R(n) for n in FILES["physionet_forecast"])
+    dflt, grudt, pv, apv = (R(n) for n in FILES["physionet_forecast"])
     s = dflt["settings"]
     locf = _runs(dflt, "locf")[0]["test"]
     head = f"""## PhysioNet forecasting
@@ -184,14 +188,20 @@ on the scaled values. The published figures used sets a, b and c (12,000 stays) 
 equals `locf` here: linear interpolation is constant beyond the last observation.
 
 Rows: the estimator's defaults, as a user calls it (`LatentODERegressor(id_col="RecordID", time_col="Time",
-random_state=seed)`: it holds out 10% of the training stays for early stopping and for its noise and gate); GRU-Δt
+random_state=seed)`: it holds out 10% of the training stays for early stopping and for its noise and gate); the
+same with `readout="per_variable"`, alone and with `encoder="attention"`, the options the reduced ablation below
+supports; GRU-Δt
 (`GRUDeltaTRegressor`, hidden 40, width 50, the protocol's fixed epochs); the simple baselines (the training mean
 where a stay never observed a variable)."""
     lines = ["| model | seeds | MSE | MAE | MSE / last value | epochs | fit CPU s | CPU s / epoch | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|"]
 
     d_runs = _runs(dflt, "odernn")
-    for label, runs in (("latentode, defaults", d_runs), ("GRU-Δt", _runs(grudt, "grudt")),
+    for label, runs in (("latentode, defaults", d_runs),
+                        ('latentode, defaults + `readout="per_variable"`', _runs(pv, "odernn")),
+                        ('latentode, defaults + `encoder="attention", readout="per_variable"`',
+                         _runs(apv, "attention")),
+                        ("GRU-Δt", _runs(grudt, "grudt")),
                         ("last value carried forward", _runs(dflt, "locf")), ("series mean", _runs(dflt, "mean"))):
         mse = [r["test"]["mse"] for r in runs]
         lines.append(f"| {label} | {len(runs)} | {_pm(mse)} | {_pm([r['test']['mae'] for r in runs])} | "
@@ -206,7 +216,7 @@ where a stay never observed a variable)."""
             f"{100 * abs(1 - dm / lode[1]):.1f}% {'below' if dm < lode[1] else 'above'} the published Latent ODE's and "
             f"{100 * (dm / best[1] - 1):.1f}% above the best published model's ({best[0]}, {best[1]:.2e}).")
     cmds = "Commands (each wrote the file named after `--name`):\n\n" + "\n".join(
-        f"- {_cmd(d)}" for d in (dflt, grudt))
+        f"- {_cmd(d)}" for d in (dflt, pv, apv, grudt))
     return "\n\n".join([head, "\n".join(lines), tail, cmds, f"Machine: {_machine(dflt)}."])
 
 
@@ -243,7 +253,7 @@ seventh of the optimiser steps of a full one; a change that needs more data or s
 
 
 def physionet_interp(R: Results) -> str:
-    d, cen = (R(n) for n in FILES["physionet_interp"])
+    d, cen, pv = (R(n) for n in FILES["physionet_interp"])
     s = d["settings"]
     head = f"""## PhysioNet interpolation
 
@@ -253,7 +263,7 @@ times rounded to the minute, min-max scaling, an 80/20 split of the stays ({s['n
 other half, `all points` every observed value. Each test context also carries an empty row at Time 0, the stays'
 shared window start. Rows: the estimator's defaults (`LatentODERegressor(id_col="RecordID", time_col="Time",
 random_state=seed)`), the defaults with `center="interp"` (the read-out added to the linear interpolation of what
-the encoder sees), and the per-stay baselines (the training mean where a stay never observed a variable).
+the encoder sees), the defaults with `readout="per_variable"`, and the per-stay baselines (the training mean where a stay never observed a variable).
 MSEs are pooled over every scored value; "per-stay averaging" is the averaging of Rubanova et al.'s code (each
 stay's per-variable MSE, 0 where nothing is scored, averaged over variables and then stays), the one their
 published figure uses."""
@@ -262,6 +272,7 @@ published figure uses."""
              "epochs | fit CPU s | CPU s / epoch | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|"]
     for label, src, model in (("latentode, defaults", d, "odernn"),
                               ('latentode, defaults + `center="interp"`', cen, "odernn"),
+                              ('latentode, defaults + `readout="per_variable"`', pv, "odernn"),
                               ("linear interpolation", d, "linear"), ("last value carried forward", d, "locf"),
                               ("series mean", d, "mean")):
         runs = _runs(src, model)
@@ -274,7 +285,7 @@ published figure uses."""
                      f"{_pm([r['all']['mse_per_series'] for r in runs])} | {cost} | {_mean(runs, 'peak_rss_mb'):.0f} |")
     lines.append("| published Latent ODE (ODE-RNN encoder; Rubanova et al. 2019) | – | – | – | – | 2.118e-03 | – | – | "
                  "– | – |")
-    cmds = "Commands:\n\n" + "\n".join(f"- {_cmd(x)}" for x in (d, cen))
+    cmds = "Commands:\n\n" + "\n".join(f"- {_cmd(x)}" for x in (d, cen, pv))
     return "\n\n".join([head, "\n".join(lines), cmds, f"Machine: {_machine(d)}."])
 
 
@@ -589,7 +600,7 @@ CENTER = ' (`center="interp"`)'
 def readme_results(R: Results) -> str:
     """The README's one-table summary of the protocols (beside the defaults scoreboard's)."""
     f_def = R(FILES["physionet_forecast"][0])
-    i_def, i_cen = (R(n) for n in FILES["physionet_interp"])
+    i_def, i_cen = (R(n) for n in FILES["physionet_interp"][:2])
     p_def, p_ref = _periodic_files(R)
 
     def mse(d, model, case="test", key="mse", task=None):

@@ -27,7 +27,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .model import reference_and_regime  # noqa: F401  (re-exported: the gate's inputs)
 
 N_BINS = 4          # distance bins per regime, at most
 MIN_BIN = 100       # held-out values per bin, at least

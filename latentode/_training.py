@@ -113,7 +113,7 @@ class HeldOut:
 
 def _heldout_batches(model, held: HeldOut, batch_size: int, solver, ctx=SINGLE):
     """Per batch of this rank's series: (full, seen, xhat, r, outside, distance), the encoder seeing ``seen``."""
-    from ._blend import reference_and_regime
+    from .model import reference_and_regime
 
     mine = shard_series(held.n_series, ctx)
     model.eval()

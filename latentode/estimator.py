@@ -23,13 +23,13 @@ from ._queries import interval_columns, resolve_queries, time_values
 from ._validation import (InputTypeError, InputValueError, check_choice, check_number, resolve_device,
                           resolve_threads, torch_threads)
 from ._training import SCHEDULES, HeldOut, fit_loop, heldout_errors, heldout_values
-from ._blend import apply_blend, as_gate, fit_blend, gate_at, reference_and_regime
+from ._blend import apply_blend, as_gate, fit_blend, gate_at
 from ._windows import auto_window, cut_windows, query_windows
 from ._solvers import check_method
 from .decoder import DYNAMICS_INIT, READOUTS, ROTATION_CYCLES
 from ._timescale import characteristic_cycles
 from .encoders import ANCHORS, ENCODERS
-from .model import CENTERS, LatentODE
+from .model import CENTERS, LatentODE, reference_and_regime
 from .priors import PRIORS
 
 _FORMAT_VERSION = 1

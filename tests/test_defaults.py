@@ -322,7 +322,7 @@ def test_fit_blend_recovers_the_least_squares_gate():
 
 
 def test_gate_distance_is_the_time_to_the_nearest_visible_value():
-    from latentode._blend import reference_and_regime
+    from latentode.model import reference_and_regime
 
     t = torch.tensor([[0.0, 1.0, 2.0, 4.0]])
     x = torch.tensor([[[1.0], [0.0], [3.0], [0.0]]])
