@@ -55,7 +55,7 @@ def main(data_dir=None, n_stays=None, n_train=None, epochs=10, seeds=(0, 1, 2), 
     seeds : sequence of int
         One fit per seed (the baselines are deterministic and run once).
     models : sequence of str
-        Among ``locf, linear, mean, odernn, gru, grudt``.
+        Among ``locf, linear, mean, odernn, gru, attention, grudt``.
     estimator_defaults : bool
         Fit the latent ODE with the estimator's own defaults (only the column names and
         ``random_state`` given, as a user would), instead of the protocol's fixed-epoch settings
