@@ -33,9 +33,11 @@ ABLATION = (
     ("none (the defaults)", "odernn", ("abl_base_s0.json", "abl_base_s1.json", "abl_base_s2.json")),
     ('`readout="per_variable"`', "odernn", ("ablation_per_variable_s0.json", "ablation_per_variable_s1.json",
                                             "ablation_per_variable_s2.json")),
-    ('`encoder="attention"`', "attention", ("ablation_attention_s0.json", "ablation_attention_s1.json")),
+    ('`encoder="attention"`', "attention", ("ablation_attention_s0.json", "ablation_attention_s1.json",
+                                             "ablation_attention_s2.json")),
     ('`encoder="attention", readout="per_variable"`', "attention",
-     ("ablation_attention_per_variable_s0.json", "ablation_attention_per_variable_s1.json")),
+     ("ablation_attention_per_variable_s0.json", "ablation_attention_per_variable_s1.json",
+      "ablation_attention_per_variable_s2.json")),
     ('`variable_weight="balanced"` (every variable weighs the same, as the metric weighs them)', "odernn",
      ("ablation_balanced_s0.json", "ablation_balanced_s1.json")),
     ('`loss_on="hidden", forecast_fraction=1` (a forecasting objective: only hidden values scored, every series '
