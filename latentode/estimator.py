@@ -303,7 +303,8 @@ class LatentODERegressor(BaseEstimator):
     """
 
     def __init__(self, *, id_col=None, time_col=None, value_cols=None, encoder="odernn", latent_dim=20,
-                 encoder_dim=40, width=50, n_layers=3, dynamics_init="rotations", readout="linear", prior="normal", prior_options=None, method="dopri5",
+                 encoder_dim=40, width=50, n_layers=3, dynamics_init="rotations", readout="linear", prior="normal",
+                 prior_options=None, method="dopri5",
                  rtol=1e-3, atol=1e-4, adjoint="auto", max_num_steps=1000, noise_std="auto", n_samples=1, kl_warmup=10,
                  mask_fraction=0.2, forecast_fraction=0.5, loss_on="all", variable_weight=None, anchor="origin",
                  center=None,

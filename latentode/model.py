@@ -73,8 +73,12 @@ def interpolate_observed(t, x, m, tq, return_distance=False, strict=False):
     (infinite for a variable the series never observed). ``strict`` leaves out a value
     observed at the query time itself: the interpolation of the *other* values.
     """
+    return _interpolate(t, x, tq, *_neighbours(t, m, tq, strict), return_distance=return_distance)
+
+
+def _interpolate(t, x, tq, p, n, has_p, has_n, return_distance=False):
+    """:func:`interpolate_observed` from the neighbours that :func:`_neighbours` found."""
     n_f = x.shape[-1]
-    p, n, has_p, has_n = _neighbours(t, m, tq, strict)
     tt = t.unsqueeze(-1).expand(-1, -1, n_f)
     tp, tn = tt.gather(1, p), tt.gather(1, n)
     xp, xn = x.gather(1, p), x.gather(1, n)
@@ -144,9 +148,9 @@ class Reference(NamedTuple):
         whether there is any, and whether the query lies outside their span (no value on one
         side). All four are 0 for a variable with no such value.
         """
-        r, distance = interpolate_observed(self.t, self.x, self.m, tq, return_distance=True, strict=True)
-        seen = torch.isfinite(distance)
-        _, _, has_p, has_n = _neighbours(self.t, self.m, tq, strict=True)
+        sides = _neighbours(self.t, self.m, tq, strict=True)
+        r, distance = _interpolate(self.t, self.x, tq, *sides, return_distance=True)
+        seen, has_p, has_n = torch.isfinite(distance), sides[2], sides[3]
         d = torch.where(seen, torch.log1p(distance.clamp(0.0, 1e3)), torch.zeros_like(distance))
         return torch.stack([r, d, seen.to(r.dtype), (seen & ~(has_p & has_n)).to(r.dtype)], dim=-1)
 
