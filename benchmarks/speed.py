@@ -209,9 +209,9 @@ def loop_costs(batch: int = 50, repeats: int = 5) -> dict:
         (mu.sum() + sigma.sum()).backward()
         if i:
             times.append(time.perf_counter() - t0)
-    est = LatentODERegressor(id_col="id", time_col="time", max_epochs=2, patience=None, validation_fraction=0.0,
-                             random_state=0).fit(df)
-    steps = -(-series.n_series // est.batch_size)
+    est = LatentODERegressor(id_col="id", time_col="time", max_epochs=2, batch_size=50, readout="linear",
+                             patience=None, validation_fraction=0.0, random_state=0).fit(df)
+    steps = -(-series.n_series // est.batch_size_)
     import latentode
 
     package = Path(latentode.__file__).resolve()  # recorded relative to its tree: no machine paths in results

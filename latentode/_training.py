@@ -283,7 +283,12 @@ def train_step(net, model, optimizer, packed: Packed, gidx: np.ndarray, est, kl_
     loss, stats = net(local, enc_mask, n_samples=est.n_samples, kl_weight=kl_weight, generator=generator,
                       solver=solver, loss_on=est.loss_on, eps=eps, normalizer=n_scored, share=share)
     nfe_fwd = dyn.nfe - nfe0
-    (loss * (ctx.world_size if share > 0 else 0.0)).backward()
+    objective = loss * (ctx.world_size if share > 0 else 0.0)
+    if ctx.active:  # DDP (find_unused_parameters=False) needs a gradient for every parameter on every rank, but
+        # a rank's rows can leave a part idle (one visible value each: the encoder ODE never runs); a zero
+        # term keeps each parameter in the graph without changing the gradient
+        objective = objective + sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
+    objective.backward()
     grad_norm = clip_gradients(model.parameters(), clip_threshold(est.max_grad_norm, norms))
     finite = torch.isfinite(grad_norm)  # the same on every rank: the gradients were all-reduced
     previous = norms[-1:] if len(norms) else torch.zeros(1, device=grad_norm.device)
@@ -330,7 +335,7 @@ COUNTS = ("nfe_forward", "nfe_backward", "nfe_encoder", "nfe_prior")
 
 
 def run_epoch(net, model, optimizer, packed: Packed, est, epoch: int, rng, generator, solver, scheduler=None,
-              norms=None, ctx=SINGLE):
+              norms=None, ctx=SINGLE, batch_size=None):
     """One pass over the training series in random global batches; returns mean statistics.
 
     The statistics stay on the device during the epoch and are read (and, under data
@@ -354,8 +359,9 @@ def run_epoch(net, model, optimizer, packed: Packed, est, epoch: int, rng, gener
     counts = np.zeros(len(COUNTS))
     norms = torch.zeros(0, device=dev) if norms is None else norms
     n_batches = 0
-    for start in range(0, len(order), est.batch_size):
-        stop = start + est.batch_size
+    batch_size = training_budget(packed.n_series, est.batch_size, 1)[0] if batch_size is None else batch_size
+    for start in range(0, len(order), batch_size):
+        stop = start + batch_size
         stats, norms = train_step(net, model, optimizer, packed, order[start:stop], est, kl_weight, generator,
                                   solver, norms, ctx, order_device[start:stop])
         if scheduler is not None:
@@ -382,9 +388,38 @@ def run_epoch(net, model, optimizer, packed: Packed, est, epoch: int, rng, gener
     return out, norms
 
 
+AUTO_BATCH, AUTO_EPOCHS = 50, 20  # batch_size="auto" / max_epochs="auto" on data that need nothing more
+MIN_STEPS = 120  # ... the fewest optimiser steps "auto" aims for: 20 epochs of 300 series in batches of 50
+MIN_BATCH = 8  # batch_size="auto" shrinks the batch to no fewer series than this
+MAX_AUTO_EPOCHS = 100
+
+
+def training_budget(n_train: int, batch_size, max_epochs) -> tuple[int, int]:
+    """``(batch_size, max_epochs)`` with ``"auto"`` resolved; integers are kept as given.
+
+    Few training series (or windows of a few long series) give few steps an epoch: 14
+    windows in batches of 50 are one step an epoch, 20 steps in 20 epochs, too few to leave
+    the initial plateau. ``batch_size="auto"`` is ``AUTO_BATCH`` (50) series, shrunk (not
+    below ``MIN_BATCH``, 8) so that an epoch makes at least ``MIN_STEPS / AUTO_EPOCHS`` (6)
+    steps; ``max_epochs="auto"`` is ``AUTO_EPOCHS`` (20), extended (up to ``MAX_AUTO_EPOCHS``,
+    100) until the fit makes ``MIN_STEPS`` (120) steps. 300 or more training series keep 50
+    and 20.
+    """
+    n = max(int(n_train), 1)
+    if isinstance(batch_size, str):
+        per_epoch = math.ceil(MIN_STEPS / AUTO_EPOCHS)
+        batch_size = int(np.clip(n // per_epoch, MIN_BATCH, AUTO_BATCH))
+    if isinstance(max_epochs, str):
+        max_epochs = int(np.clip(math.ceil(MIN_STEPS / math.ceil(n / batch_size)), AUTO_EPOCHS, MAX_AUTO_EPOCHS))
+    return int(batch_size), int(max_epochs)
+
+
 def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling, est, rng, generator, solver,
-             device, ctx=SINGLE) -> list[dict]:
+             device, ctx=SINGLE, budget=None) -> list[dict]:
     """Adam over ``est.max_epochs`` epochs with early stopping on the validation MSE.
+
+    ``budget``: ``(batch_size, max_epochs)`` to use instead of the estimator's (what
+    :func:`training_budget` chose).
 
     The training and validation series are standardised and moved to ``device`` once. The
     best weights (lowest validation MSE, or last epoch without validation) are restored
@@ -402,18 +437,19 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
     held = HeldOut(valid, scaling, device) if valid is not None else None
     net = wrap(model, ctx, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=est.lr, weight_decay=est.weight_decay)
-    steps_per_epoch = max(1, math.ceil(train.n_series / est.batch_size))
+    batch_size, max_epochs = budget or training_budget(train.n_series, est.batch_size, est.max_epochs)
+    steps_per_epoch = max(1, math.ceil(train.n_series / batch_size))
     kind = "exponential" if est.lr_decay < 1 else est.lr_schedule
-    scheduler = lr_schedule(optimizer, est.lr_decay, kind, est.max_epochs * steps_per_epoch, steps_per_epoch)
+    scheduler = lr_schedule(optimizer, est.lr_decay, kind, max_epochs * steps_per_epoch, steps_per_epoch)
     history, best, best_state, waited, norms = [], np.inf, None, 0, None
-    bar = tqdm(range(est.max_epochs), disable=not (est.verbose and ctx.is_main), desc="fit", unit="epoch")
+    bar = tqdm(range(max_epochs), disable=not (est.verbose and ctx.is_main), desc="fit", unit="epoch")
     try:
         for epoch in bar:
             t0 = time.perf_counter()
             stats, norms = run_epoch(net, model, optimizer, packed, est, epoch, rng, generator, solver, scheduler,
-                                     norms, ctx)
+                                     norms, ctx, batch_size)
             train_seconds = time.perf_counter() - t0
-            v = evaluate_mse(model, held, est.batch_size, solver, ctx)
+            v = evaluate_mse(model, held, max(batch_size, 256), solver, ctx)
             record = {"epoch": epoch + 1, **stats, "valid_mse": v, "steps": steps_per_epoch,
                       "train_seconds": train_seconds, "seconds": time.perf_counter() - t0}
             history.append(record)

@@ -22,7 +22,7 @@ from ._frame import SeriesSet, TimeKind, group_points, validate_frame
 from ._queries import interval_columns, resolve_queries, time_values
 from ._validation import (InputTypeError, InputValueError, check_choice, check_number, resolve_device,
                           resolve_threads, torch_threads)
-from ._training import SCHEDULES, HeldOut, fit_loop, heldout_errors, heldout_values
+from ._training import SCHEDULES, HeldOut, fit_loop, heldout_errors, heldout_values, training_budget
 from ._blend import apply_blend, as_gate, fit_blend, gate_at
 from ._windows import auto_window, cut_windows, query_windows
 from ._solvers import check_method
@@ -55,10 +55,10 @@ _SAVED_FILES = ("config.json", "weights.pt")
 class LatentODERegressor(BaseEstimator):
     """Latent ODE for irregularly sampled multivariate time series in long format.
 
-    An encoder (ODE-RNN or GRU) reads each series' observations backwards to a Gaussian
-    q(z0|x) over a latent state at the start of the series' window; a latent ODE
-    dz/dt = f(z), solved with torchdiffeq, carries z0 to any query time; a linear
-    read-out gives the variables. Trained by the ELBO (or IWAE bound) on observed values
+    An encoder (ODE-RNN, GRU or attention) reads each series' observations backwards to a
+    Gaussian q(z0|x) over a latent state at the start of the series' window; a latent ODE
+    dz/dt = f(z), solved with torchdiffeq, carries z0 to any query time; a read-out of
+    z(t) and of each variable's own nearby values gives the variables. Trained by the ELBO (or IWAE bound) on observed values
     only: no imputation or regular grid is ever needed.
 
     Parameters
@@ -88,15 +88,18 @@ class LatentODERegressor(BaseEstimator):
         are there from the first epoch instead of being grown out of a near-zero field,
         which kept a plain MLP field on a plateau for tens of epochs. "mlp": the MLP alone
         (Rubanova et al.).
-    readout : {"linear", "per_variable"}, default="linear"
-        From the latent state z(t) to the variables. "linear" (Rubanova et al.): one linear
-        layer. "per_variable": that layer, plus a learned gain on each variable's own
-        interpolated visible value (its last value past the end), plus a hidden layer per
-        (query, variable) that also reads a learned embedding of the variable and what the
-        series shows of it around the query (that value, the time to it, whether it was
-        seen, whether the query lies past its observed span;
-        :class:`~latentode.decoder.PerVariableReadout`), as the query decoders of
-        forecasting models for irregular series do. Both extra terms start at 0.
+    readout : {"per_variable", "linear"}, default="per_variable"
+        From the latent state z(t) to the variables. "per_variable": a linear layer, plus a
+        learned gain on each variable's own interpolated visible value (its last value past
+        the end), plus a hidden layer per (query, variable) that also reads a learned
+        embedding of the variable and what the series shows of it around the query (that
+        value, the time to it, whether it was seen, whether the query lies past its observed
+        span; :class:`~latentode.decoder.PerVariableReadout`), as the query decoders of
+        forecasting models for irregular series do. Both extra terms start at 0, so training
+        starts from the linear read-out; the model can then lean on a variable's own nearby
+        values where they tell more than z(t) (sparse labs, a series' level, a value just
+        before a hidden one). "linear" (Rubanova et al.): the linear layer alone, a little
+        cheaper per step.
     prior : {"normal", "cnf"}, default="normal"
         Prior over z0: standard normal, or a continuous normalizing flow.
     prior_options : dict or None, default=None
@@ -186,10 +189,16 @@ class LatentODERegressor(BaseEstimator):
         centre can hurt. Losses, ELBOs and log-likelihoods are not comparable across ``center`` settings: with a
         centre the model is a density of the values given their reference, which is built from
         the data (see :func:`latentode.evaluation.heldout_log_likelihood`).
-    max_epochs, batch_size : int, default=20, 50
+    max_epochs, batch_size : "auto" or int, default="auto"
         A training step costs about the same for any batch of up to a few hundred short
         series (the solver's steps, not the batch, set the cost on a CPU), so
-        ``max_epochs`` is the cost knob; larger data gets more steps per epoch.
+        ``max_epochs`` is the cost knob; larger data gets more steps per epoch. "auto"
+        (:func:`~latentode._training.training_budget`): 20 epochs of 50 series when the
+        training series (or windows) number 300 or more; fewer give too few optimiser steps
+        to leave the initial plateau (14 windows of two long series: one step an epoch), so
+        the batch shrinks (to no fewer than 8 series) until an epoch makes 6 steps, and the
+        epochs grow (up to 100) until the fit makes 120. The values used are in
+        ``batch_size_`` and ``max_epochs_``.
     lr, weight_decay : float, default=1e-2, 0.0
         Adam settings.
     lr_schedule : {"cosine", "exponential", "constant"}, default="cosine"
@@ -281,6 +290,8 @@ class LatentODERegressor(BaseEstimator):
         (standardised units; see ``noise_std``).
     window_ : float or None
         The window length in internal time units (see ``window``).
+    batch_size_, max_epochs_ : int
+        The batch size and the epoch budget that training used (see ``max_epochs``).
     world_size_ : int
         The number of processes that trained the model (1 without data parallelism).
     rotation_cycles_ : (float, float) or None
@@ -303,13 +314,13 @@ class LatentODERegressor(BaseEstimator):
     """
 
     def __init__(self, *, id_col=None, time_col=None, value_cols=None, encoder="odernn", latent_dim=20,
-                 encoder_dim=40, width=50, n_layers=3, dynamics_init="rotations", readout="linear", prior="normal",
+                 encoder_dim=40, width=50, n_layers=3, dynamics_init="rotations", readout="per_variable", prior="normal",
                  prior_options=None, method="dopri5",
                  rtol=1e-3, atol=1e-4, adjoint="auto", max_num_steps=1000, noise_std="auto", n_samples=1, kl_warmup=10,
                  mask_fraction=0.2, forecast_fraction=0.5, loss_on="all", variable_weight=None, anchor="origin",
                  center=None,
                  step_size=0.1,
-                 max_epochs=20, batch_size=50, lr=1e-2, weight_decay=0.0, lr_schedule="cosine", lr_decay=1.0,
+                 max_epochs="auto", batch_size="auto", lr=1e-2, weight_decay=0.0, lr_schedule="cosine", lr_decay=1.0,
                  max_grad_norm="auto",
                  validation_fraction=0.1,
                  patience=10, blend="auto", window="auto", n_threads="auto", device="auto", distributed="auto",
@@ -389,9 +400,14 @@ class LatentODERegressor(BaseEstimator):
         if self.loss_on == "hidden" and self.mask_fraction == 0 and self.forecast_fraction == 0:
             raise InputValueError("loss_on='hidden' scores only values hidden from the encoder; set mask_fraction or "
                              "forecast_fraction above 0.")
-        for name in ("latent_dim", "encoder_dim", "width", "n_layers", "max_num_steps", "n_samples", "max_epochs",
-                     "batch_size"):
+        for name in ("latent_dim", "encoder_dim", "width", "n_layers", "max_num_steps", "n_samples"):
             check_number(name, getattr(self, name), low=1, integer=True)
+        for name in ("max_epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value != "auto":
+                raise InputTypeError(f"{name} must be 'auto' or a positive integer, got {value!r}.")
+            if not isinstance(value, str):
+                check_number(name, value, low=1, integer=True)
         check_number("kl_warmup", self.kl_warmup, low=0, integer=True)
         if not (isinstance(self.noise_std, str) and self.noise_std == "auto"):
             check_number("noise_std", self.noise_std, low=0, low_open=True, allow_none=True)
@@ -427,7 +443,7 @@ class LatentODERegressor(BaseEstimator):
         if not isinstance(self.adjoint, str):
             return bool(self.adjoint)
         longest = int(series.lengths.max()) if series.n_series else 0
-        return self.batch_size * longest > ADJOINT_AUTO_POINTS
+        return self.batch_size_ * longest > ADJOINT_AUTO_POINTS
 
     def _resolve_window(self, series: SeriesSet):
         """The window length in internal time units (seconds for datetimes), or None."""
@@ -474,7 +490,7 @@ class LatentODERegressor(BaseEstimator):
         if self.readout == "per_variable":
             per_query += self.n_features_in_ * self.width
         return int(np.clip(INFER_ELEMENTS // (max(n_samples, 1) * max(q_max, 1) * per_query), 1,
-                           max(self.batch_size, INFER_CHUNK)))
+                           max(self.batch_size_, INFER_CHUNK)))
 
     def _queries(self, lf, times):
         return resolve_queries(lf, times, self.time_kind_, self.id_col_, self.time_col_)
@@ -533,7 +549,6 @@ class LatentODERegressor(BaseEstimator):
         self.window_ = self._resolve_window(series)
         series = self._windowed(series, WINDOW_STRIDE)
         self.scaling_ = Scaling.fit(series, lf.columns.values)
-        self.adjoint_ = self._resolve_adjoint(series)
         self.rotation_cycles_ = None
         if self.dynamics_init == "rotations":  # around the data's own frequency, up to its second harmonic
             c = characteristic_cycles(series, self.scaling_.mean, self.scaling_.std, self.scaling_.time_scale)
@@ -558,6 +573,8 @@ class LatentODERegressor(BaseEstimator):
             valid = series.subset(np.sort(perm[:n_valid])) if n_valid else None
             train = series.subset(np.sort(perm[n_valid:])) if n_valid else series
 
+        self.batch_size_, self.max_epochs_ = training_budget(train.n_series, self.batch_size, self.max_epochs)
+        self.adjoint_ = self._resolve_adjoint(train)
         cuda = [self.device_.index or 0] if self.device_.type == "cuda" else []
         # the global torch RNG (initialisation, Hutchinson noise of a CNF prior) is seeded here and the
         # caller's RNG state is restored afterwards
@@ -567,12 +584,12 @@ class LatentODERegressor(BaseEstimator):
             self._set_variable_weight()
             generator = torch.Generator(device=self.device_).manual_seed(seed)
             self.history_ = fit_loop(self.module_, train, valid, self.scaling_, self, rng, generator,
-                                     self._solver(), self.device_, ctx)
+                                     self._solver(), self.device_, ctx, (self.batch_size_, self.max_epochs_))
         self.module_.eval()
         self.blend_ = self.blend_edges_ = None
         if self.blend == "auto" or isinstance(self.noise_std, str):
             # held-out values of the validation series (else the training ones): the noise and the gate
-            bs, solver = max(self.batch_size, 256), self._solver()
+            bs, solver = max(self.batch_size_, 256), self._solver()
             held = heldout_values(self.module_, HeldOut(valid if valid is not None else train, self.scaling_,
                                                         self.device_), bs, solver, ctx)
             if self.blend == "auto":
@@ -859,7 +876,7 @@ class LatentODERegressor(BaseEstimator):
         """
         check_is_fitted(self)
         series = self._windowed(self._validate(X).series.observed_only(), 1.0)
-        sq, n = heldout_errors(self.module_, HeldOut(series, self.scaling_, self.device_), max(self.batch_size, 256),
+        sq, n = heldout_errors(self.module_, HeldOut(series, self.scaling_, self.device_), max(self.batch_size_, 256),
                                self._solver(), blend=self._gate())
         mse = float(sq.sum() / n.sum()) if n.sum() > 0 else float("nan")
         if not np.isfinite(mse):
@@ -884,6 +901,7 @@ class LatentODERegressor(BaseEstimator):
             "blend_edges": None if self.blend_ is None else self._gate()[1].tolist(),
             "rotation_cycles": self.rotation_cycles_,
             "world_size": self.world_size_, "history": self.history_,
+            "batch_size": self.batch_size_, "max_epochs": self.max_epochs_,
         }
 
     def save(self, path):
@@ -946,6 +964,9 @@ class LatentODERegressor(BaseEstimator):
             self.blend_, self.blend_edges_ = as_gate(cfg["blend"], cfg.get("blend_edges"))
         self.rotation_cycles_ = tuple(cfg["rotation_cycles"]) if cfg.get("rotation_cycles") else None
         self.world_size_ = int(cfg.get("world_size", 1))
+        self.batch_size_, self.max_epochs_ = training_budget(0, self.batch_size, self.max_epochs)  # saved before
+        self.batch_size_ = int(cfg.get("batch_size", self.batch_size_))                            # these were kept
+        self.max_epochs_ = int(cfg.get("max_epochs", self.max_epochs_))
         self.noise_std_ = None  # set from the weights below
         self.adjoint_ = bool(cfg.get("adjoint", True))
         self.device_ = resolve_device(device)
@@ -962,6 +983,8 @@ class LatentODERegressor(BaseEstimator):
     def __setstate__(self, state):
         module_state = state.pop("module_", None)
         self.__dict__.update(state)
+        if module_state is not None and "batch_size_" not in state:  # pickled before the budget was stored
+            self.batch_size_, self.max_epochs_ = training_budget(0, self.batch_size, self.max_epochs)
         if module_state is not None:
             self.device_ = torch.device("cpu")
             self.module_ = self._build_module().eval()

@@ -47,7 +47,7 @@ def heldout_log_likelihood(est, X, n_samples=32, random_state=0, batch_size=None
         Seed of the draws of z0 (and of Hutchinson's noise if the CNF prior uses it); the same seed gives
         the same estimate at a fixed thread count and device.
     batch_size : int or None, default=None
-        Series per chunk; None uses ``max(est.batch_size, 256)`` (memory grows with
+        Series per chunk; None uses ``max(est.batch_size_, 256)`` (memory grows with
         ``K * batch_size * time * features``).
 
     Returns
@@ -89,7 +89,7 @@ def heldout_log_likelihood(est, X, n_samples=32, random_state=0, batch_size=None
                          "the reference of a centred model is built from the values scored, so the bound is not a "
                          "density. Compare centred models with est.score(X) instead.")
     n_samples = _check_positive_int("n_samples", n_samples)
-    chunk = max(est.batch_size, 256) if batch_size is None else _check_positive_int("batch_size", batch_size)
+    chunk = max(est.batch_size_, 256) if batch_size is None else _check_positive_int("batch_size", batch_size)
     series = est._validate(X).series.observed_only()
     model, solver, device = est.module_, est._solver(), est.device_
     scaling = est.scaling_

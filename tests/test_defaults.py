@@ -174,6 +174,33 @@ def test_adjoint_auto_backpropagates_through_short_grids_only(synth, monkeypatch
     assert est.adjoint_ is True and calls
 
 
+# ---------------------------------------------------------------------------- batch_size / max_epochs "auto"
+def test_training_budget_gives_few_series_more_steps_and_keeps_integers():
+    tb = _training.training_budget
+    assert tb(270, "auto", "auto") == (45, 20)     # 6 steps an epoch, 20 epochs: 120 steps
+    assert tb(1000, "auto", "auto") == (50, 20)    # large data: the plain defaults
+    assert tb(90, "auto", "auto") == (15, 20)      # 90 series: batches of 15, 6 steps an epoch
+    assert tb(14, "auto", "auto") == (8, 60)       # 14 windows: batches of 8 (2 steps) for 60 epochs
+    assert tb(3, "auto", "auto") == (8, 100)       # capped at 100 epochs
+    assert tb(14, 50, "auto") == (50, 100)         # a given batch is kept; the epochs still make 100 steps
+    assert tb(14, "auto", 7) == (8, 7) and tb(14, 4, 3) == (4, 3)
+
+
+def test_auto_budget_is_used_by_fit_and_kept_by_save(synth, tmp_path, monkeypatch):
+    df, _ = synth  # 12 series, no validation
+    monkeypatch.setattr(_training, "MIN_STEPS", 30)
+    est = LatentODERegressor(**dict(TINY, batch_size="auto", max_epochs="auto")).fit(df)
+    assert (est.batch_size_, est.max_epochs_) == (8, 20)  # 12 // 5 < 8 series; 2 steps an epoch reach 30 in 15
+    assert len(est.history_) == 20 and all(h["steps"] == 2 for h in est.history_)
+    est.save(tmp_path / "m")
+    again = LatentODERegressor.load(tmp_path / "m")
+    assert (again.batch_size_, again.max_epochs_) == (8, 20)
+    with pytest.raises(ValueError, match="max_epochs"):
+        LatentODERegressor(max_epochs=0).fit(df)
+    with pytest.raises(TypeError, match="batch_size"):
+        LatentODERegressor(batch_size="big").fit(df)
+
+
 # ---------------------------------------------------------------------------- windows
 def _long(n_points=600, span=60.0, seed=0):
     rng = np.random.default_rng(seed)

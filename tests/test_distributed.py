@@ -235,7 +235,7 @@ def test_predict_streams_series_in_bounded_chunks(fitted, synth, monkeypatch):
 
     monkeypatch.setattr(fitted.module_, "encode", counting)
     monkeypatch.setattr(estimator_module, "INFER_CHUNK", 5)
-    monkeypatch.setattr(fitted, "batch_size", 1)
+    monkeypatch.setattr(fitted, "batch_size_", 1)
     chunked = fitted.predict(df)
     assert max(calls) <= 5 and sum(calls) == df["id"].nunique() and len(calls) == 3
     pd.testing.assert_frame_equal(chunked, whole, rtol=1e-2, atol=1e-3)  # the adaptive steps differ by chunk

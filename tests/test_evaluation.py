@@ -17,6 +17,7 @@ from latentode import LatentODERegressor, evaluation
 from latentode._collate import Scaling, collate
 from latentode.datasets import make_periodic
 from latentode.evaluation import heldout_log_likelihood
+from latentode.model import Reference
 
 PRIORS = ["normal", "cnf"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,7 +188,9 @@ def test_loss_on_hidden_scores_only_what_the_encoder_did_not_see(fitted, data):
                                  loss_on="hidden")
         mu, sigma = model.encoder(batch.t, batch.x * enc_mask, enc_mask)
         z0 = model.sample_z0(mu, sigma, 1, torch.Generator().manual_seed(3))
-        xhat = model.decoder(z0, batch.t, **solver)
+        seen = Reference(model.center, batch.t, batch.x * enc_mask, enc_mask)  # what the read-out may read
+        xhat = model.decoder(z0, batch.t, context=seen.context(batch.t) if model.decoder.uses_context else None,
+                             **solver)
         ll = model.log_likelihood(xhat, batch.x, hidden)[0]
         expected = -(ll - model.prior.analytic_kl(mu, sigma)).sum() / hidden.sum()
         mse = ((xhat[0] - batch.x).pow(2) * hidden).sum() / hidden.sum()
