@@ -26,7 +26,7 @@ except ImportError:  # run as a script
 
 from latentode.datasets import make_periodic, periodic_task
 
-DEFAULTS = dict(latent_dim=10, encoder_dim=20, width=100, n_layers=2, readout="linear", batch_size=50, lr=1e-2,
+DEFAULTS = dict(latent_dim=10, encoder_dim=20, width=100, n_layers=2, batch_size=50, lr=1e-2,
                 validation_fraction=0.0)
 TASK_PARAMS = {"interpolation": dict(mask_fraction=0.5, forecast_fraction=0.0),
                "extrapolation": dict(mask_fraction=0.2, forecast_fraction=1.0)}

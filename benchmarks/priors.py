@@ -177,7 +177,7 @@ def main(n_series=200, epochs=40, seeds=(0, 1, 2), *, n_points=100, t_max=2.0, l
         else prior_options
     settings = dict(latent_dim=latent_dim, encoder=encoder, encoder_dim=encoder_dim, width=width,
                     n_layers=n_layers, batch_size=batch_size, lr=lr, kl_warmup=kl_warmup, max_epochs=epochs,
-                    readout="linear", verbose=verbose)
+                    verbose=verbose)
     warm = make_periodic(n_series=4, n_points=10, random_state=0)   # untimed: first-call costs out of the timings
     for prior in PRIORS:
         LatentODERegressor(prior=prior, max_epochs=1, validation_fraction=0.0, device="cpu", latent_dim=latent_dim,

@@ -63,14 +63,14 @@ def worker(epochs: int, threads: int, out: str, batch: int = 50) -> None:
 
     _training.wrap = timed_wrap
     est = LatentODERegressor(id_col="id", time_col="time", max_epochs=epochs, patience=None, random_state=0,
-                             n_threads=threads, batch_size=batch, readout="linear")
+                             n_threads=threads, batch_size=batch)
     c0, w0 = time.process_time(), time.perf_counter()
     est.fit(df)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     rank = dist.get_rank() if dist.is_initialized() else 0
     last = est.history_[-1]
     n_train = df["id"].nunique() - int(round(0.1 * df["id"].nunique()))
-    steps = -(-n_train // est.batch_size_)
+    steps = -(-n_train // est.batch_size)
     comm_last = sum(comm[-(len(comm) // epochs):]) if comm else 0.0
     rec = dict(world_size=est.world_size_, threads=threads, batch_size=batch, rank=rank, source=source, n_train=n_train,
                steps_per_epoch=steps, epoch_train_s=last["train_seconds"], samples_per_s=n_train / last["train_seconds"],

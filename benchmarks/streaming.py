@@ -69,8 +69,7 @@ def main(sizes, whats, out=ROOT / "benchmarks" / "results") -> list:
 
     records = []
     with tempfile.TemporaryDirectory() as tmp:
-        est = LatentODERegressor(id_col="id", time_col="time", max_epochs=2, batch_size=50, readout="linear",
-                                 random_state=0).fit(frame(300, seed=0))
+        est = LatentODERegressor(id_col="id", time_col="time", max_epochs=2, random_state=0).fit(frame(300, seed=0))
         est.save(Path(tmp) / "model")
         for n in sizes:
             for what in whats:

@@ -27,7 +27,7 @@ from latentode.datasets import make_synthetic
 threads, epochs = int(sys.argv[1]), int(sys.argv[2])
 df, _ = make_synthetic(300, n_obs=(8, 24), random_state=0)
 est = LatentODERegressor(id_col="id", time_col="time", random_state=0, max_epochs=epochs, patience=None,
-                         batch_size=50, readout="linear", n_threads=threads)
+                         n_threads=threads)
 w, c = time.perf_counter(), time.process_time()
 est.fit(df)
 print(json.dumps({"threads": threads, "wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c,

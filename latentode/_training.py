@@ -397,18 +397,18 @@ MAX_AUTO_EPOCHS = 100
 def training_budget(n_train: int, batch_size, max_epochs) -> tuple[int, int]:
     """``(batch_size, max_epochs)`` with ``"auto"`` resolved; integers are kept as given.
 
-    Few training series (or windows of a few long series) give few steps an epoch: 14
-    windows in batches of 50 are one step an epoch, 20 steps in 20 epochs, too few to leave
-    the initial plateau. ``batch_size="auto"`` is ``AUTO_BATCH`` (50) series, shrunk (not
-    below ``MIN_BATCH``, 8) so that an epoch makes at least ``MIN_STEPS / AUTO_EPOCHS`` (6)
-    steps; ``max_epochs="auto"`` is ``AUTO_EPOCHS`` (20), extended (up to ``MAX_AUTO_EPOCHS``,
-    100) until the fit makes ``MIN_STEPS`` (120) steps. 300 or more training series keep 50
-    and 20.
+    Few training series give few steps an epoch: 90 series in batches of 50 are two steps
+    an epoch, 40 steps in 20 epochs. ``batch_size="auto"`` is ``AUTO_BATCH`` (50) series, shrunk (not
+    below ``MIN_BATCH``, 8) when an epoch of them would make fewer than
+    ``MIN_STEPS / AUTO_EPOCHS`` (6) steps; ``max_epochs="auto"`` is ``AUTO_EPOCHS`` (20),
+    extended (up to ``MAX_AUTO_EPOCHS``, 100) until the fit makes ``MIN_STEPS`` (120) steps.
+    More than 250 training series keep 50 and 20.
     """
     n = max(int(n_train), 1)
     if isinstance(batch_size, str):
         per_epoch = math.ceil(MIN_STEPS / AUTO_EPOCHS)
-        batch_size = int(np.clip(n // per_epoch, MIN_BATCH, AUTO_BATCH))
+        batch_size = AUTO_BATCH if math.ceil(n / AUTO_BATCH) >= per_epoch else \
+            int(np.clip(n // per_epoch, MIN_BATCH, AUTO_BATCH))
     if isinstance(max_epochs, str):
         max_epochs = int(np.clip(math.ceil(MIN_STEPS / math.ceil(n / batch_size)), AUTO_EPOCHS, MAX_AUTO_EPOCHS))
     return int(batch_size), int(max_epochs)
@@ -449,7 +449,7 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
             stats, norms = run_epoch(net, model, optimizer, packed, est, epoch, rng, generator, solver, scheduler,
                                      norms, ctx, batch_size)
             train_seconds = time.perf_counter() - t0
-            v = evaluate_mse(model, held, max(batch_size, 256), solver, ctx)
+            v = evaluate_mse(model, held, batch_size, solver, ctx)
             record = {"epoch": epoch + 1, **stats, "valid_mse": v, "steps": steps_per_epoch,
                       "train_seconds": train_seconds, "seconds": time.perf_counter() - t0}
             history.append(record)

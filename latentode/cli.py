@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--time-col", help="time column, numbers or ISO dates (default: 'ds', 'time' or 'timestamp')")
     f.add_argument("--value-cols", help="comma-separated variable columns (default: all other columns)")
     f.add_argument("--encoder", choices=sorted(ENCODERS), help="default: odernn")
-    f.add_argument("--readout", choices=list(READOUTS), help="default: per_variable")
+    f.add_argument("--readout", choices=list(READOUTS), help="default: linear")
     f.add_argument("--latent-dim", type=int, help="default: 20")
     f.add_argument("--encoder-dim", type=int, help="default: 40")
     f.add_argument("--width", type=int, help="MLP width (default: 50)")

@@ -38,6 +38,7 @@ ADJOINT_AUTO_POINTS = 200_000  # batch_size x longest series above which adjoint
 INFER_CHUNK = 2048  # series per decoded chunk in predict/impute/sample (also capped by INFER_ELEMENTS)
 INFER_ELEMENTS = 2e7  # samples x series x queries x (features + latent) per chunk: the working memory's bound
 TRAIN_NOISE = 0.05  # noise_std="auto": the fixed noise std of training (standardised units)
+AUTO_BUDGET_WINDOWED = 10**6  # windowed fits resolve batch_size/max_epochs="auto" as for large data (50, 20)
 
 
 def _threaded(method):
@@ -57,8 +58,8 @@ class LatentODERegressor(BaseEstimator):
 
     An encoder (ODE-RNN, GRU or attention) reads each series' observations backwards to a
     Gaussian q(z0|x) over a latent state at the start of the series' window; a latent ODE
-    dz/dt = f(z), solved with torchdiffeq, carries z0 to any query time; a read-out of
-    z(t) and of each variable's own nearby values gives the variables. Trained by the ELBO (or IWAE bound) on observed values
+    dz/dt = f(z), solved with torchdiffeq, carries z0 to any query time; a linear
+    read-out gives the variables. Trained by the ELBO (or IWAE bound) on observed values
     only: no imputation or regular grid is ever needed.
 
     Parameters
@@ -88,18 +89,18 @@ class LatentODERegressor(BaseEstimator):
         are there from the first epoch instead of being grown out of a near-zero field,
         which kept a plain MLP field on a plateau for tens of epochs. "mlp": the MLP alone
         (Rubanova et al.).
-    readout : {"per_variable", "linear"}, default="per_variable"
-        From the latent state z(t) to the variables. "per_variable": a linear layer, plus a
-        learned gain on each variable's own interpolated visible value (its last value past
-        the end), plus a hidden layer per (query, variable) that also reads a learned
-        embedding of the variable and what the series shows of it around the query (that
-        value, the time to it, whether it was seen, whether the query lies past its observed
-        span; :class:`~latentode.decoder.PerVariableReadout`), as the query decoders of
-        forecasting models for irregular series do. Both extra terms start at 0, so training
-        starts from the linear read-out; the model can then lean on a variable's own nearby
-        values where they tell more than z(t) (sparse labs, a series' level, a value just
-        before a hidden one). "linear" (Rubanova et al.): the linear layer alone, a little
-        cheaper per step.
+    readout : {"linear", "per_variable"}, default="linear"
+        From the latent state z(t) to the variables. "linear" (Rubanova et al.): one linear
+        layer. "per_variable": that layer, plus a learned gain on each variable's own
+        interpolated visible value (its last value past the end), plus a hidden layer per
+        (query, variable) that also reads a learned embedding of the variable and what the
+        series shows of it around the query (that value, the time to it, whether it was
+        seen, whether the query lies past its observed span;
+        :class:`~latentode.decoder.PerVariableReadout`), as the query decoders of
+        forecasting models for irregular series do. Both extra terms start at 0. It imputes
+        better and forecasts sparse clinical data better, but forecasts smooth dynamics
+        worse: on the periodic task's extrapolation (seed 0) its MSE was 24x the linear
+        read-out's (BENCHMARKS.md, "Periodic task"), so it is not the default.
     prior : {"normal", "cnf"}, default="normal"
         Prior over z0: standard normal, or a continuous normalizing flow.
     prior_options : dict or None, default=None
@@ -194,11 +195,11 @@ class LatentODERegressor(BaseEstimator):
         series (the solver's steps, not the batch, set the cost on a CPU), so
         ``max_epochs`` is the cost knob; larger data gets more steps per epoch. "auto"
         (:func:`~latentode._training.training_budget`): 20 epochs of 50 series when the
-        training series (or windows) number 300 or more; fewer give too few optimiser steps
-        to leave the initial plateau (14 windows of two long series: one step an epoch), so
-        the batch shrinks (to no fewer than 8 series) until an epoch makes 6 steps, and the
-        epochs grow (up to 100) until the fit makes 120. The values used are in
-        ``batch_size_`` and ``max_epochs_``.
+        training series number more than 250; fewer give fewer optimiser steps (90 series: 2
+        an epoch, 40 in all), so the batch shrinks (to no fewer than 8 series) until an epoch
+        makes 6 steps, and the epochs grow (up to 100) until the fit makes 120. Windowed fits
+        (``window``) keep 50 and 20: on the weekly CO2 series more steps made the forecasts
+        past a window worse. The values used are in ``batch_size_`` and ``max_epochs_``.
     lr, weight_decay : float, default=1e-2, 0.0
         Adam settings.
     lr_schedule : {"cosine", "exponential", "constant"}, default="cosine"
@@ -314,7 +315,7 @@ class LatentODERegressor(BaseEstimator):
     """
 
     def __init__(self, *, id_col=None, time_col=None, value_cols=None, encoder="odernn", latent_dim=20,
-                 encoder_dim=40, width=50, n_layers=3, dynamics_init="rotations", readout="per_variable", prior="normal",
+                 encoder_dim=40, width=50, n_layers=3, dynamics_init="rotations", readout="linear", prior="normal",
                  prior_options=None, method="dopri5",
                  rtol=1e-3, atol=1e-4, adjoint="auto", max_num_steps=1000, noise_std="auto", n_samples=1, kl_warmup=10,
                  mask_fraction=0.2, forecast_fraction=0.5, loss_on="all", variable_weight=None, anchor="origin",
@@ -573,7 +574,9 @@ class LatentODERegressor(BaseEstimator):
             valid = series.subset(np.sort(perm[:n_valid])) if n_valid else None
             train = series.subset(np.sort(perm[n_valid:])) if n_valid else series
 
-        self.batch_size_, self.max_epochs_ = training_budget(train.n_series, self.batch_size, self.max_epochs)
+        # windows of long series keep 20 epochs of 50: more steps made their forecasts past a window worse
+        budget_n = train.n_series if self.window_ is None else AUTO_BUDGET_WINDOWED
+        self.batch_size_, self.max_epochs_ = training_budget(budget_n, self.batch_size, self.max_epochs)
         self.adjoint_ = self._resolve_adjoint(train)
         cuda = [self.device_.index or 0] if self.device_.type == "cuda" else []
         # the global torch RNG (initialisation, Hutchinson noise of a CNF prior) is seeded here and the

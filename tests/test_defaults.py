@@ -177,7 +177,8 @@ def test_adjoint_auto_backpropagates_through_short_grids_only(synth, monkeypatch
 # ---------------------------------------------------------------------------- batch_size / max_epochs "auto"
 def test_training_budget_gives_few_series_more_steps_and_keeps_integers():
     tb = _training.training_budget
-    assert tb(270, "auto", "auto") == (45, 20)     # 6 steps an epoch, 20 epochs: 120 steps
+    assert tb(270, "auto", "auto") == (50, 20)     # 6 steps an epoch of 50, 20 epochs: 120 steps
+    assert tb(250, "auto", "auto") == (41, 20)     # 5 steps of 50 would be too few: 6 of 41
     assert tb(1000, "auto", "auto") == (50, 20)    # large data: the plain defaults
     assert tb(90, "auto", "auto") == (15, 20)      # 90 series: batches of 15, 6 steps an epoch
     assert tb(14, "auto", "auto") == (8, 60)       # 14 windows: batches of 8 (2 steps) for 60 epochs
@@ -192,6 +193,8 @@ def test_auto_budget_is_used_by_fit_and_kept_by_save(synth, tmp_path, monkeypatc
     est = LatentODERegressor(**dict(TINY, batch_size="auto", max_epochs="auto")).fit(df)
     assert (est.batch_size_, est.max_epochs_) == (8, 20)  # 12 // 5 < 8 series; 2 steps an epoch reach 30 in 15
     assert len(est.history_) == 20 and all(h["steps"] == 2 for h in est.history_)
+    windowed = LatentODERegressor(**dict(TINY, batch_size="auto", max_epochs=1)).fit(_long())
+    assert windowed.window_ is not None and windowed.batch_size_ == 50  # windows keep batches of 50
     est.save(tmp_path / "m")
     again = LatentODERegressor.load(tmp_path / "m")
     assert (again.batch_size_, again.max_epochs_) == (8, 20)
