@@ -334,14 +334,15 @@ SUMMED = ("loss", "mse", "kl")  # per-rank shares: summed over the ranks
 COUNTS = ("nfe_forward", "nfe_backward", "nfe_encoder", "nfe_prior")
 
 
-def run_epoch(net, model, optimizer, packed: Packed, est, epoch: int, rng, generator, solver, scheduler=None,
-              norms=None, ctx=SINGLE, batch_size=None):
+def run_epoch(net, model, optimizer, packed: Packed, est, epoch: int, rng, generator, solver, batch_size: int,
+              scheduler=None, norms=None, ctx=SINGLE):
     """One pass over the training series in random global batches; returns mean statistics.
 
     The statistics stay on the device during the epoch and are read (and, under data
     parallelism, all-reduced) once at its end. ``scheduler`` (optional) is stepped after
     every optimisation step; ``norms`` (a 1-D tensor) carries the recent gradient norms across
-    epochs (for ``max_grad_norm="auto"``).
+    epochs (for ``max_grad_norm="auto"``). ``batch_size``: series per global batch, as
+    :func:`training_budget` resolved it.
 
     Returns
     -------
@@ -359,7 +360,6 @@ def run_epoch(net, model, optimizer, packed: Packed, est, epoch: int, rng, gener
     counts = np.zeros(len(COUNTS))
     norms = torch.zeros(0, device=dev) if norms is None else norms
     n_batches = 0
-    batch_size = training_budget(packed.n_series, est.batch_size, 1)[0] if batch_size is None else batch_size
     for start in range(0, len(order), batch_size):
         stop = start + batch_size
         stats, norms = train_step(net, model, optimizer, packed, order[start:stop], est, kl_weight, generator,
@@ -394,7 +394,7 @@ MIN_BATCH = 8  # batch_size="auto" shrinks the batch to no fewer series than thi
 MAX_AUTO_EPOCHS = 100
 
 
-def training_budget(n_train: int, batch_size, max_epochs) -> tuple[int, int]:
+def training_budget(n_train: int, batch_size, max_epochs, windowed: bool = False) -> tuple[int, int]:
     """``(batch_size, max_epochs)`` with ``"auto"`` resolved; integers are kept as given.
 
     Few training series give few steps an epoch: 90 series in batches of 50 are two steps
@@ -402,8 +402,13 @@ def training_budget(n_train: int, batch_size, max_epochs) -> tuple[int, int]:
     below ``MIN_BATCH``, 8) when an epoch of them would make fewer than
     ``MIN_STEPS / AUTO_EPOCHS`` (6) steps; ``max_epochs="auto"`` is ``AUTO_EPOCHS`` (20),
     extended (up to ``MAX_AUTO_EPOCHS``, 100) until the fit makes ``MIN_STEPS`` (120) steps.
-    More than 250 training series keep 50 and 20.
+    More than 250 training series keep 50 and 20, and so do ``windowed`` fits (windows cut
+    from long series): on the weekly CO2 series more steps made the forecasts past a window
+    worse.
     """
+    if windowed:
+        return (AUTO_BATCH if isinstance(batch_size, str) else int(batch_size),
+                AUTO_EPOCHS if isinstance(max_epochs, str) else int(max_epochs))
     n = max(int(n_train), 1)
     if isinstance(batch_size, str):
         per_epoch = math.ceil(MIN_STEPS / AUTO_EPOCHS)
@@ -446,8 +451,8 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
     try:
         for epoch in bar:
             t0 = time.perf_counter()
-            stats, norms = run_epoch(net, model, optimizer, packed, est, epoch, rng, generator, solver, scheduler,
-                                     norms, ctx, batch_size)
+            stats, norms = run_epoch(net, model, optimizer, packed, est, epoch, rng, generator, solver, batch_size,
+                                     scheduler, norms, ctx)
             train_seconds = time.perf_counter() - t0
             v = evaluate_mse(model, held, batch_size, solver, ctx)
             record = {"epoch": epoch + 1, **stats, "valid_mse": v, "steps": steps_per_epoch,

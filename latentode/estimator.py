@@ -38,7 +38,6 @@ ADJOINT_AUTO_POINTS = 200_000  # batch_size x longest series above which adjoint
 INFER_CHUNK = 2048  # series per decoded chunk in predict/impute/sample (also capped by INFER_ELEMENTS)
 INFER_ELEMENTS = 2e7  # samples x series x queries x (features + latent) per chunk: the working memory's bound
 TRAIN_NOISE = 0.05  # noise_std="auto": the fixed noise std of training (standardised units)
-AUTO_BUDGET_WINDOWED = 10**6  # windowed fits resolve batch_size/max_epochs="auto" as for large data (50, 20)
 
 
 def _threaded(method):
@@ -574,9 +573,8 @@ class LatentODERegressor(BaseEstimator):
             valid = series.subset(np.sort(perm[:n_valid])) if n_valid else None
             train = series.subset(np.sort(perm[n_valid:])) if n_valid else series
 
-        # windows of long series keep 20 epochs of 50: more steps made their forecasts past a window worse
-        budget_n = train.n_series if self.window_ is None else AUTO_BUDGET_WINDOWED
-        self.batch_size_, self.max_epochs_ = training_budget(budget_n, self.batch_size, self.max_epochs)
+        self.batch_size_, self.max_epochs_ = training_budget(train.n_series, self.batch_size, self.max_epochs,
+                                                             windowed=self.window_ is not None)
         self.adjoint_ = self._resolve_adjoint(train)
         cuda = [self.device_.index or 0] if self.device_.type == "cuda" else []
         # the global torch RNG (initialisation, Hutchinson noise of a CNF prior) is seeded here and the

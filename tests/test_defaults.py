@@ -185,6 +185,7 @@ def test_training_budget_gives_few_series_more_steps_and_keeps_integers():
     assert tb(3, "auto", "auto") == (8, 100)       # capped at 100 epochs
     assert tb(14, 50, "auto") == (50, 100)         # a given batch is kept; the epochs still make 100 steps
     assert tb(14, "auto", 7) == (8, 7) and tb(14, 4, 3) == (4, 3)
+    assert tb(14, "auto", "auto", windowed=True) == (50, 20) and tb(14, 4, 3, windowed=True) == (4, 3)
 
 
 def test_auto_budget_is_used_by_fit_and_kept_by_save(synth, tmp_path, monkeypatch):
