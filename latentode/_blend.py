@@ -20,6 +20,12 @@ training series (values the encoder did not see) and clipped to [0, 1] (1 is the
 distances (up to ``N_BINS`` bins of at least ``MIN_BIN`` values); each bin's weight is shrunk
 towards its regime's single weight by ``PRIOR_VALUES`` pseudo-values, so a thin bin does not
 swing the prediction.
+
+A model trained on windows cut from a few long series is asked for forecasts up to a window
+and more past the window that ends at the data, while the tails of its training windows
+reach a fifth of a window. Its forecast bins are therefore also fitted on forecasts cut from
+the series themselves (``LatentODERegressor._backtest``): context windows, each followed by a
+window of held-out values. Past the largest distance fitted, the last bin's weight holds.
 """
 
 from __future__ import annotations

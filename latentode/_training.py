@@ -50,11 +50,11 @@ def value_uniforms(series: SeriesSet, seed: int = HOLDOUT_SEED) -> np.ndarray:
     return (bits >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
-def holdout_mask(series: SeriesSet, seed: int = HOLDOUT_SEED) -> np.ndarray:
+def holdout_mask(series: SeriesSet, seed: int = HOLDOUT_SEED, tail: float = HOLDOUT_TAIL) -> np.ndarray:
     """Reproducible held-out observed values, used by ``score`` and early stopping.
 
-    A value is held out when it lies in the last ``HOLDOUT_TAIL`` (20%) of its series'
-    window (forecasting) or, elsewhere, with probability ``HOLDOUT_RANDOM`` (10%) by
+    A value is held out when it lies in the last ``tail`` (by default ``HOLDOUT_TAIL``, 20%)
+    of its series' window (forecasting) or, elsewhere, with probability ``HOLDOUT_RANDOM`` (10%) by
     :func:`value_uniforms` (imputation): the subset depends on the values' (id, time,
     variable), not on the order of the rows.
 
@@ -69,9 +69,9 @@ def holdout_mask(series: SeriesSet, seed: int = HOLDOUT_SEED) -> np.ndarray:
     last = series.time[np.maximum(series.offsets[1:] - 1, 0)]
     span = (last - series.origin)[owner]
     rel = np.divide(series.time - series.origin[owner], span, out=np.zeros_like(span), where=span > 0)
-    tail = (rel > 1 - HOLDOUT_TAIL)[:, None]
+    late = (rel > 1 - tail)[:, None]
     rand = value_uniforms(series, seed) < HOLDOUT_RANDOM
-    return observed & (tail | rand)
+    return observed & (late | rand)
 
 
 def hide(series: SeriesSet, mask: np.ndarray) -> SeriesSet:
@@ -104,8 +104,9 @@ class HeldOut:
     a fit builds this once for its validation series and scores them every epoch from it.
     """
 
-    def __init__(self, series: SeriesSet, scaling: Scaling, device, seed: int = HOLDOUT_SEED):
-        held = holdout_mask(series, seed)
+    def __init__(self, series: SeriesSet, scaling: Scaling, device, seed: int = HOLDOUT_SEED,
+                 tail: float = HOLDOUT_TAIL):
+        held = holdout_mask(series, seed, tail)
         self.n_series = series.n_series if held.any() else 0
         self.full = Packed(series, scaling, device)
         self.seen = Packed(hide(series, held), scaling, device)

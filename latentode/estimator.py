@@ -34,6 +34,7 @@ from .priors import PRIORS
 
 _FORMAT_VERSION = 1
 WINDOW_STRIDE = 0.5  # training windows start every half window
+BACKTEST_HORIZON = 1.0  # a windowed model's gate is fitted on forecasts up to this many windows ahead
 ADJOINT_AUTO_POINTS = 200_000  # batch_size x longest series above which adjoint="auto" uses the adjoint
 INFER_CHUNK = 2048  # series per decoded chunk in predict/impute/sample (also capped by INFER_ELEMENTS)
 INFER_ELEMENTS = 2e7  # samples x series x queries x (features + latent) per chunk: the working memory's bound
@@ -228,7 +229,8 @@ class LatentODERegressor(BaseEstimator):
         "auto": after training, a gate per variable between the model's read-out and the
         linear interpolation in time of the context's values (the last value past the
         end) is fitted by least squares on held-out values of the validation and training
-        series (the encoder not seeing them):
+        series (the encoder not seeing them), and for a windowed model also on forecasts up to
+        a window past a context window cut from its own series:
         weights in [0, 1] inside the variable's observed span (imputation) and outside it
         (forecasting), each for up to 4 bins of the distance to the nearest observed value
         (``blend_``, ``blend_edges_``; :mod:`latentode._blend`). Where the model beats
@@ -240,7 +242,9 @@ class LatentODERegressor(BaseEstimator):
         column's units, or a duration such as ``"30D"`` for datetimes). Training windows
         start every half window, each its own example with z0 at its start; a query reads
         the window centred on it (moved inside the data), a forecast the window ending at
-        the last observation. "auto" uses windows when there are fewer than 32 series
+        the last observation (``blend`` checks such forecasts up to a window ahead on the
+        series itself and falls back on the last value where the model misses more than
+        it). "auto" uses windows when there are fewer than 32 series
         whose median length exceeds 200 points, each window spanning about 100 points;
         None never cuts. The length used is stored in ``window_`` (internal units:
         seconds for datetimes; None when not windowed).
@@ -470,6 +474,20 @@ class LatentODERegressor(BaseEstimator):
             return series
         return cut_windows(series, self.window_, self.window_ * stride_fraction)
 
+    def _backtest(self, whole: SeriesSet) -> HeldOut:
+        """Forecasts of a windowed model checked on its own long series, for the gate.
+
+        Windows of ``(1 + BACKTEST_HORIZON) * window_`` every half window: the encoder reads
+        the first ``window_`` of each (as :meth:`predict` reads the window that ends at the last
+        observation) and the values after it are held out (the fit keeps those outside the
+        context's span: the forecasts), so that the gate's forecast distance bins
+        reach ``BACKTEST_HORIZON`` windows past the context instead of the fifth of a window
+        that the training windows' own held-out tails reach.
+        """
+        length = self.window_ * (1.0 + BACKTEST_HORIZON)
+        windows = cut_windows(whole, length, self.window_ * WINDOW_STRIDE)
+        return HeldOut(windows, self.scaling_, self.device_, tail=BACKTEST_HORIZON / (1.0 + BACKTEST_HORIZON))
+
     def _set_variable_weight(self) -> None:
         """Copy ``variable_weight_`` into the module's (non-persistent) buffer, after fit or a load."""
         self.module_.variable_weight = torch.as_tensor(self.variable_weight_, dtype=torch.float32,
@@ -545,9 +563,9 @@ class LatentODERegressor(BaseEstimator):
         self.feature_names_in_ = np.asarray(lf.columns.values, dtype=object)
         self.n_features_in_ = len(lf.columns.values)
         self.time_kind_ = lf.time_kind
-        series = lf.series.observed_only()
-        self.window_ = self._resolve_window(series)
-        series = self._windowed(series, WINDOW_STRIDE)
+        whole = lf.series.observed_only()
+        self.window_ = self._resolve_window(whole)
+        series = self._windowed(whole, WINDOW_STRIDE)
         self.scaling_ = Scaling.fit(series, lf.columns.values)
         self.rotation_cycles_ = None
         if self.dynamics_init == "rotations":  # around the data's own frequency, up to its second harmonic
@@ -596,8 +614,12 @@ class LatentODERegressor(BaseEstimator):
             if self.blend == "auto":
                 # the gate also reads the training series' held-out values: a few validation series alone give
                 # too few values per variable, and fit(df) is mostly followed by impute(df) / predict(df)
-                gate = held if valid is None else [np.concatenate(pair) for pair in zip(held, heldout_values(
-                    self.module_, HeldOut(train, self.scaling_, self.device_), bs, solver, ctx))]
+                parts = [held] if valid is None else [held, heldout_values(
+                    self.module_, HeldOut(train, self.scaling_, self.device_), bs, solver, ctx)]
+                if self.window_ is not None:  # forecasts up to a window ahead, read as predict reads them
+                    back = heldout_values(self.module_, self._backtest(whole), bs, solver, ctx)
+                    parts.append([a[back[3]] for a in back])  # outside the context: forecasts only
+                gate = [np.concatenate(c) for c in zip(*parts)]
                 if len(gate[0]):
                     self.blend_, self.blend_edges_ = fit_blend(*gate, n_features=self.n_features_in_)
             if isinstance(self.noise_std, str):  # "auto": the noise of the predictions is what they miss by

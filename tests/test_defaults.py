@@ -408,6 +408,36 @@ def test_gate_reads_the_heldout_values_of_training_and_validation_series(synth, 
     assert seen["n"] == _training.holdout_mask(series).sum()  # every series' held-out values, not the 30% only
 
 
+def test_windowed_gate_is_fitted_on_forecasts_a_window_ahead(monkeypatch):
+    """A windowed model predicts a window past the data from the window that ends there; its gate must
+    have seen such forecasts, not only the fifth of a window that the training windows' tails reach."""
+    from latentode import estimator as est_module
+
+    seen = {}
+    real = est_module.fit_blend
+
+    def spy(y, m, r, outside, distance, *rest, **kw):
+        seen.update(outside=outside, distance=distance)
+        return real(y, m, r, outside, distance, *rest, **kw)
+
+    monkeypatch.setattr(est_module, "fit_blend", spy)
+    est = LatentODERegressor(**dict(TINY, max_epochs=1)).fit(_long())
+    window = est.window_ / est.scaling_.time_scale  # model time units
+    far = seen["distance"][seen["outside"]]
+    assert far.max() > 0.8 * window and (far > 0.5 * window).sum() >= 100
+    edges = est.blend_edges_[1][np.isfinite(est.blend_edges_[1])]
+    assert len(edges) and edges.max() > 0.3 * window  # the forecast bins reach out that far
+    assert (seen["distance"][~seen["outside"]] < 0.5 * window).all()  # the backtest adds forecasts only
+
+
+def test_holdout_tail_is_the_late_fraction_of_each_series():
+    s = _series(np.arange(0, 100, 1.0))
+    s = SeriesSet(s.ids, s.time, np.arange(100.0)[:, None], s.offsets, s.origin, s.row_point)
+    late = _training.holdout_mask(s, tail=0.5)[:, 0]
+    assert late[51:].all() and late[:50].mean() < 0.3  # the second half, and about a tenth of the first
+    assert _training.holdout_mask(s)[:, 0][81:].all() and not _training.holdout_mask(s)[:, 0][60:80].all()
+
+
 def test_blend_survives_save_and_load(synth, tmp_path):
     df, _ = synth
     est = LatentODERegressor(**dict(TINY, validation_fraction=0.3)).fit(df)
