@@ -197,7 +197,8 @@ class LatentODERegressor(BaseEstimator):
         (:func:`~latentode._training.training_budget`): 20 epochs of 50 series when the
         training series number more than 250; fewer give fewer optimiser steps (90 series: 2
         an epoch, 40 in all), so the batch shrinks (to no fewer than 8 series) until an epoch
-        makes 6 steps, and the epochs grow (up to 100) until the fit makes 120. Windowed fits
+        makes 6 steps, and the epochs grow (up to 100) until the fit makes 120 and has read
+        as many series as 20 epochs of 250 (180 series: 28 epochs). Windowed fits
         (``window``) keep 50 and 20: on the weekly CO2 series more steps made the forecasts
         past a window worse. The values used are in ``batch_size_`` and ``max_epochs_``.
     lr, weight_decay : float, default=1e-2, 0.0

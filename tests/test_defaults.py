@@ -180,10 +180,10 @@ def test_training_budget_gives_few_series_more_steps_and_keeps_integers():
     assert tb(270, "auto", "auto") == (50, 20)     # 6 steps an epoch of 50, 20 epochs: 120 steps
     assert tb(250, "auto", "auto") == (41, 20)     # 5 steps of 50 would be too few: 6 of 41
     assert tb(1000, "auto", "auto") == (50, 20)    # large data: the plain defaults
-    assert tb(90, "auto", "auto") == (15, 20)      # 90 series: batches of 15, 6 steps an epoch
-    assert tb(14, "auto", "auto") == (8, 60)       # 14 windows: batches of 8 (2 steps) for 60 epochs
+    assert tb(180, "auto", "auto") == (30, 28)     # 180 series: batches of 30, 6 steps an epoch, 28 epochs
+    assert tb(90, "auto", "auto") == (15, 56)      # 90 series: batches of 15, 56 epochs: 5,000 series read
     assert tb(3, "auto", "auto") == (8, 100)       # capped at 100 epochs
-    assert tb(14, 50, "auto") == (50, 100)         # a given batch is kept; the epochs still make 100 steps
+    assert tb(14, 50, "auto") == (50, 100)         # a given batch is kept
     assert tb(14, "auto", 7) == (8, 7) and tb(14, 4, 3) == (4, 3)
     assert tb(14, "auto", "auto", windowed=True) == (50, 20) and tb(14, 4, 3, windowed=True) == (4, 3)
 
@@ -191,6 +191,7 @@ def test_training_budget_gives_few_series_more_steps_and_keeps_integers():
 def test_auto_budget_is_used_by_fit_and_kept_by_save(synth, tmp_path, monkeypatch):
     df, _ = synth  # 12 series, no validation
     monkeypatch.setattr(_training, "MIN_STEPS", 30)
+    monkeypatch.setattr(_training, "SERIES_VISITS", 120)  # 12 series read 120 times in 10 epochs
     est = LatentODERegressor(**dict(TINY, batch_size="auto", max_epochs="auto")).fit(df)
     assert (est.batch_size_, est.max_epochs_) == (8, 20)  # 12 // 5 < 8 series; 2 steps an epoch reach 30 in 15
     assert len(est.history_) == 20 and all(h["steps"] == 2 for h in est.history_)
