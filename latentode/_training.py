@@ -394,6 +394,9 @@ MIN_STEPS = 120  # ... the fewest optimiser steps "auto" aims for: 20 epochs of 
 MIN_BATCH = 8  # batch_size="auto" shrinks the batch to no fewer series than this
 MAX_AUTO_EPOCHS = 100
 SERIES_VISITS = AUTO_EPOCHS * 250  # ... and the fewest series a fit reads: as many as 20 epochs of 250 series
+PLATEAU_SHARE = 0.5  # max_epochs="auto" adds a cycle while the best validation MSE is above this share of the first's
+STILL_LEARNING = 0.05  # ... and the cycle's last quarter lowered the best by more than this share
+CYCLE_GROWTH = 2  # each added cycle is this many times as long as the one before (SGDR's T_mult)
 
 
 def training_budget(n_train: int, batch_size, max_epochs, windowed: bool = False) -> tuple[int, int]:
@@ -424,12 +427,41 @@ def training_budget(n_train: int, batch_size, max_epochs, windowed: bool = False
     return int(batch_size), int(max_epochs)
 
 
+def still_learning(valid, cycle_epochs: int) -> bool:
+    """Whether an ``"auto"`` fit that has finished a cycle of ``cycle_epochs`` epochs gets another.
+
+    ``valid``: the validation MSE of every epoch so far. Yes when the fit has not left its
+    initial plateau (its best is above ``PLATEAU_SHARE``, a half, of the first epoch's) and is
+    leaving it (the last quarter of the cycle lowered the best by more than
+    ``STILL_LEARNING``, 5%). A fit that learned what it could stops; so does one that has not
+    begun to learn, such as data that nothing predicts.
+    """
+    v = np.asarray(valid, dtype=float)
+    k = max(1, math.ceil(cycle_epochs / 4))
+    if len(v) <= k or not np.isfinite(v[0]) or not np.isfinite(v).any():
+        return False
+    before, tail = np.nanmin(v[:-k]) if np.isfinite(v[:-k]).any() else np.inf, np.nanmin(v[-k:])
+    return bool(min(before, tail) > PLATEAU_SHARE * v[0] and tail < (1 - STILL_LEARNING) * before)
+
+
+def scheduled_epochs(first: int, cycles: int) -> int:
+    """Epochs of ``cycles`` cycles of the schedule, the first ``first`` epochs long, each next ``CYCLE_GROWTH`` times
+    the one before."""
+    return int(first * sum(CYCLE_GROWTH**k for k in range(cycles)))
+
+
 def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling, est, rng, generator, solver,
-             device, ctx=SINGLE, budget=None) -> list[dict]:
+             device, ctx=SINGLE, budget=None, extend=False) -> list[dict]:
     """Adam over ``est.max_epochs`` epochs with early stopping on the validation MSE.
 
     ``budget``: ``(batch_size, max_epochs)`` to use instead of the estimator's (what
     :func:`training_budget` chose).
+
+    ``extend`` (``max_epochs="auto"``): the ``max_epochs`` epochs are a cycle of the learning-rate
+    schedule, and while :func:`still_learning` says so at the end of a cycle, another cycle
+    ``CYCLE_GROWTH`` (2) times as long follows (the schedule restarts from its warm-up at the full
+    ``lr``; the weights and Adam's moments carry over, as in SGDR), up to ``MAX_AUTO_EPOCHS``
+    epochs in all. Each record's ``"cycle"`` counts from 1.
 
     The training and validation series are standardised and moved to ``device`` once. The
     best weights (lowest validation MSE, or last epoch without validation) are restored
@@ -452,27 +484,35 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
     kind = "exponential" if est.lr_decay < 1 else est.lr_schedule
     scheduler = lr_schedule(optimizer, est.lr_decay, kind, max_epochs * steps_per_epoch, steps_per_epoch)
     history, best, best_state, waited, norms = [], np.inf, None, 0, None
-    bar = tqdm(range(max_epochs), disable=not (est.verbose and ctx.is_main), desc="fit", unit="epoch")
+    bar = tqdm(total=max_epochs, disable=not (est.verbose and ctx.is_main), desc="fit", unit="epoch")
+    epoch, total, cycle, length = 0, max_epochs, 1, max_epochs
     try:
-        for epoch in bar:
+        while epoch < total:
             t0 = time.perf_counter()
             stats, norms = run_epoch(net, model, optimizer, packed, est, epoch, rng, generator, solver, batch_size,
                                      scheduler, norms, ctx)
             train_seconds = time.perf_counter() - t0
             v = evaluate_mse(model, held, batch_size, solver, ctx)
-            record = {"epoch": epoch + 1, **stats, "valid_mse": v, "steps": steps_per_epoch,
+            record = {"epoch": epoch + 1, **stats, "valid_mse": v, "steps": steps_per_epoch, "cycle": cycle,
                       "train_seconds": train_seconds, "seconds": time.perf_counter() - t0}
             history.append(record)
+            bar.update(1)
             bar.set_postfix(loss=f"{stats['loss']:.3f}", valid_mse=f"{v:.4f}", nfe=stats["nfe_forward"])
-            if valid is None or not np.isfinite(v):
-                continue
-            if v < best:
-                best, waited = v, 0
-                best_state = copy.deepcopy(model.state_dict())
-            elif epoch + 1 >= est.kl_warmup:  # no stopping while the KL weight still grows
-                waited += 1
-                if est.patience is not None and waited >= est.patience:
-                    break
+            epoch += 1
+            if valid is not None and np.isfinite(v):
+                if v < best:
+                    best, waited = v, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                elif epoch >= est.kl_warmup:  # no stopping while the KL weight still grows
+                    waited += 1
+                    if est.patience is not None and waited >= est.patience:
+                        break
+            if (epoch == total and extend and valid is not None and total + CYCLE_GROWTH * length <= MAX_AUTO_EPOCHS
+                    and still_learning([r["valid_mse"] for r in history], length)):
+                length *= CYCLE_GROWTH
+                total, cycle = total + length, cycle + 1
+                bar.total = total
+                scheduler = lr_schedule(optimizer, est.lr_decay, kind, length * steps_per_epoch, steps_per_epoch)
     except KeyboardInterrupt:
         if history:
             history[-1]["interrupted"] = True

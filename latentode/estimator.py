@@ -22,7 +22,7 @@ from ._frame import SeriesSet, TimeKind, group_points, validate_frame
 from ._queries import interval_columns, resolve_queries, time_values
 from ._validation import (InputTypeError, InputValueError, check_choice, check_number, resolve_device,
                           resolve_threads, torch_threads)
-from ._training import SCHEDULES, HeldOut, fit_loop, heldout_errors, heldout_values, training_budget
+from ._training import SCHEDULES, HeldOut, fit_loop, heldout_errors, heldout_values, scheduled_epochs, training_budget
 from ._blend import apply_blend, as_gate, fit_blend, gate_at
 from ._windows import auto_window, cut_windows, query_windows
 from ._solvers import check_method
@@ -198,9 +198,15 @@ class LatentODERegressor(BaseEstimator):
         training series number more than 250; fewer give fewer optimiser steps (90 series: 2
         an epoch, 40 in all), so the batch shrinks (to no fewer than 8 series) until an epoch
         makes 6 steps, and the epochs grow (up to 100) until the fit makes 120 and has read
-        as many series as 20 epochs of 250 (180 series: 28 epochs). Windowed fits
-        (``window``) keep 50 and 20: on the weekly CO2 series more steps made the forecasts
-        past a window worse. The values used are in ``batch_size_`` and ``max_epochs_``.
+        as many series as 20 epochs of 250 (180 series: 28 epochs). Those epochs are one
+        cycle of ``lr_schedule``: when a cycle ends with the fit still leaving its initial
+        plateau (best validation MSE above half the first epoch's, and lowered by more than 5%
+        in the cycle's last quarter; :func:`~latentode._training.still_learning`), a cycle
+        twice as long follows, the schedule restarting (20 epochs, then 40; at most 100 in all;
+        ``history_`` records each epoch's ``"cycle"``). Windowed fits (``window``) keep 50
+        and 20 and one cycle: on the weekly CO2 series more steps made the forecasts past a
+        window worse. The values used are in ``batch_size_`` and ``max_epochs_`` (the epochs
+        of every cycle run).
     lr, weight_decay : float, default=1e-2, 0.0
         Adam settings.
     lr_schedule : {"cosine", "exponential", "constant"}, default="cosine"
@@ -603,8 +609,11 @@ class LatentODERegressor(BaseEstimator):
             self.module_ = self._build_module().to(self.device_)
             self._set_variable_weight()
             generator = torch.Generator(device=self.device_).manual_seed(seed)
+            # "auto" epochs on whole series: more cycles while the fit is leaving its initial plateau
+            extend = isinstance(self.max_epochs, str) and self.window_ is None
             self.history_ = fit_loop(self.module_, train, valid, self.scaling_, self, rng, generator,
-                                     self._solver(), self.device_, ctx, (self.batch_size_, self.max_epochs_))
+                                     self._solver(), self.device_, ctx, (self.batch_size_, self.max_epochs_), extend)
+        self.max_epochs_ = scheduled_epochs(self.max_epochs_, max((r.get("cycle", 1) for r in self.history_), default=1))
         self.module_.eval()
         self.blend_ = self.blend_edges_ = None
         if self.blend == "auto" or isinstance(self.noise_std, str):

@@ -206,6 +206,44 @@ def test_auto_budget_is_used_by_fit_and_kept_by_save(synth, tmp_path, monkeypatc
         LatentODERegressor(batch_size="big").fit(df)
 
 
+def test_still_learning_extends_only_a_fit_leaving_its_plateau():
+    leaving = [1.0, 0.98, 0.97, 0.97, 0.96, 0.96, 0.95, 0.9, 0.86]  # best 0.86 > 0.5; last 2 of 8 lowered it 10%
+    assert _training.still_learning(leaving, 8)
+    assert not _training.still_learning([1.0, 0.6, 0.45, 0.42, 0.4, 0.4, 0.38, 0.36, 0.3], 8)  # left it: 0.3 < 0.5
+    assert not _training.still_learning([1.0, 0.98, 0.97, 0.97, 0.96, 0.96, 0.95, 0.95, 0.94], 8)  # flat: 1%
+    assert not _training.still_learning(leaving[:2], 8)  # no epochs before the last quarter
+    assert _training.still_learning([float("nan")] * 2 + leaving[2:], 8) is False  # first epoch unscored
+
+
+def test_auto_epochs_add_cycles_while_the_fit_is_still_learning(synth, monkeypatch):
+    df, _ = synth
+    calls = []
+
+    def once(valid, cycle_epochs):  # another cycle after the first only
+        calls.append((len(valid), cycle_epochs))
+        return len(calls) == 1
+
+    monkeypatch.setattr(_training, "still_learning", once)
+    monkeypatch.setattr(_training, "MIN_STEPS", 2)
+    monkeypatch.setattr(_training, "SERIES_VISITS", 1)
+    monkeypatch.setattr(_training, "AUTO_EPOCHS", 3)
+    settings = dict(TINY, validation_fraction=0.3, patience=None, max_epochs="auto")
+    est = LatentODERegressor(**settings).fit(df)
+    assert calls == [(3, 3), (9, 6)]  # asked at the end of each cycle, each twice as long as the one before
+    assert est.max_epochs_ == 9 and [h["cycle"] for h in est.history_] == [1] * 3 + [2] * 6
+    lr = [h["lr"] for h in est.history_]
+    assert lr[3] > lr[2] and lr[3] == pytest.approx(lr[0])  # the schedule restarts ...
+    assert lr[4] / lr[3] > lr[1] / lr[0]  # ... and decays over the longer cycle more slowly
+    calls.clear()
+    fixed = LatentODERegressor(**dict(settings, max_epochs=3)).fit(df)  # a number of epochs is kept
+    assert calls == [] and len(fixed.history_) == 3
+    calls.clear()
+    monkeypatch.setattr(_training, "MAX_AUTO_EPOCHS", 8)  # no cycle past the cap
+    assert len(LatentODERegressor(**settings).fit(df).history_) == 3 and calls == []
+    windowed = LatentODERegressor(**settings).fit(_long())  # windows cut from long series keep one cycle
+    assert windowed.window_ is not None and len(windowed.history_) == 3 and calls == []
+
+
 # ---------------------------------------------------------------------------- windows
 def _long(n_points=600, span=60.0, seed=0):
     rng = np.random.default_rng(seed)
