@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 README = ROOT / "README.md"
-DEFAULTS_FILES = ("defaults-m.json", "defaults-budget-m.json", "defaults-l.json", "defaults-budget-l.json",
-                  "defaults-windows.json")
+DEFAULTS_FILES = ("defaults-m.json", "defaults-periodic.json", "defaults-budget-m.json", "defaults-l.json",
+                  "defaults-budget-l.json", "defaults-windows.json")
 
 #: the rows of the reduced PhysioNet forecasting ablation: (change from the defaults, model, one file per seed)
 ABLATION = (

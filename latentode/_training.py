@@ -16,6 +16,7 @@ import warnings
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from ._collate import Batch, Packed, Scaling
@@ -336,7 +337,7 @@ COUNTS = ("nfe_forward", "nfe_backward", "nfe_encoder", "nfe_prior")
 
 
 def run_epoch(net, model, optimizer, packed: Packed, est, epoch: int, rng, generator, solver, batch_size: int,
-              scheduler=None, norms=None, ctx=SINGLE):
+              scheduler=None, norms=None, ctx=SINGLE, averaged=None):
     """One pass over the training series in random global batches; returns mean statistics.
 
     The statistics stay on the device during the epoch and are read (and, under data
@@ -367,6 +368,8 @@ def run_epoch(net, model, optimizer, packed: Packed, est, epoch: int, rng, gener
                                   solver, norms, ctx, order_device[start:stop])
         if scheduler is not None:
             scheduler.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         sums += torch.stack([stats[k].double() for k in SUMMED])
         g = stats["grad_norm"].double()
         grad = torch.stack([grad[0] + g, torch.maximum(grad[1], g), grad[2] + stats["nonfinite"].double()])
@@ -397,6 +400,8 @@ SERIES_VISITS = AUTO_EPOCHS * 250  # ... and the fewest series a fit reads: as m
 PLATEAU_SHARE = 0.5  # max_epochs="auto" adds a cycle while the best validation MSE is above this share of the first's
 STILL_LEARNING = 0.05  # ... and the cycle's last quarter lowered the best by more than this share
 CYCLE_GROWTH = 2  # each added cycle is this many times as long as the one before (SGDR's T_mult)
+EMA_DECAY = 0.9  # the weights scored and kept are an exponential average of the steps', over about ten steps ...
+AVERAGE_FROM_CYCLE = 2  # ... from this cycle of the schedule on (2: in the cycles that max_epochs="auto" adds)
 
 
 def training_budget(n_train: int, batch_size, max_epochs, windowed: bool = False) -> tuple[int, int]:
@@ -444,6 +449,16 @@ def still_learning(valid, cycle_epochs: int) -> bool:
     return bool(min(before, tail) > PLATEAU_SHARE * v[0] and tail < (1 - STILL_LEARNING) * before)
 
 
+def ema_decay(steps_per_epoch: int) -> float:
+    """Per-step decay of the weight average that added cycles score and keep (0: none, the weights themselves).
+
+    ``EMA_DECAY`` (0.9, an average over about ten steps), but at most ``1 - 1 / steps_per_epoch``, so that the
+    average reaches back about one epoch at most: two steps an epoch average with 0.5, one step (a few
+    windows of long series) not at all.
+    """
+    return max(0.0, min(EMA_DECAY, 1.0 - 1.0 / max(int(steps_per_epoch), 1)))
+
+
 def scheduled_epochs(first: int, cycles: int) -> int:
     """Epochs of ``cycles`` cycles of the schedule, the first ``first`` epochs long, each next ``CYCLE_GROWTH`` times
     the one before."""
@@ -464,8 +479,12 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
     epochs in all. Each record's ``"cycle"`` counts from 1.
 
     The training and validation series are standardised and moved to ``device`` once. The
-    best weights (lowest validation MSE, or last epoch without validation) are restored
-    into ``model``. Returns the per-epoch history.
+    validation MSE scores the weights, and from cycle ``AVERAGE_FROM_CYCLE`` (2: the cycles
+    that ``extend`` adds) an exponential moving average of them over the last steps
+    (:func:`ema_decay`; ``torch.optim.swa_utils.AveragedModel``, as stochastic weight averaging
+    does along a cyclic schedule), which smooths the jumps that steps at the restarted learning
+    rate make; the best scored weights (lowest validation MSE, or the last without
+    validation) are loaded into ``model``. Returns the per-epoch history.
 
     Under data parallelism (``ctx``) the model is wrapped in DDP for the epochs, every rank
     draws the same permutation from ``rng``, and the validation MSE is all-reduced, so that
@@ -486,13 +505,20 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
     history, best, best_state, waited, norms = [], np.inf, None, 0, None
     bar = tqdm(total=max_epochs, disable=not (est.verbose and ctx.is_main), desc="fit", unit="epoch")
     epoch, total, cycle, length = 0, max_epochs, 1, max_epochs
+    decay = ema_decay(steps_per_epoch)
+
+    def average():  # a fresh exponential average of the weights from here on (None: the weights themselves)
+        avg = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) if decay > 0 else None
+        return avg, model if avg is None else avg.module
+
+    averaged, scored = average() if AVERAGE_FROM_CYCLE <= 1 else (None, model)
     try:
         while epoch < total:
             t0 = time.perf_counter()
             stats, norms = run_epoch(net, model, optimizer, packed, est, epoch, rng, generator, solver, batch_size,
-                                     scheduler, norms, ctx)
+                                     scheduler, norms, ctx, averaged)
             train_seconds = time.perf_counter() - t0
-            v = evaluate_mse(model, held, batch_size, solver, ctx)
+            v = evaluate_mse(scored, held, batch_size, solver, ctx)
             record = {"epoch": epoch + 1, **stats, "valid_mse": v, "steps": steps_per_epoch, "cycle": cycle,
                       "train_seconds": train_seconds, "seconds": time.perf_counter() - t0}
             history.append(record)
@@ -502,7 +528,7 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
             if valid is not None and np.isfinite(v):
                 if v < best:
                     best, waited = v, 0
-                    best_state = copy.deepcopy(model.state_dict())
+                    best_state = copy.deepcopy(scored.state_dict())
                 elif epoch >= est.kl_warmup:  # no stopping while the KL weight still grows
                     waited += 1
                     if est.patience is not None and waited >= est.patience:
@@ -513,6 +539,8 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
                 total, cycle = total + length, cycle + 1
                 bar.total = total
                 scheduler = lr_schedule(optimizer, est.lr_decay, kind, length * steps_per_epoch, steps_per_epoch)
+                if cycle == AVERAGE_FROM_CYCLE:
+                    averaged, scored = average()
     except KeyboardInterrupt:
         if history:
             history[-1]["interrupted"] = True
@@ -522,6 +550,8 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
         warnings.warn(f"fit interrupted by KeyboardInterrupt after {done} complete epoch(s); the best weights so "
                       "far are kept and history_[-1] is marked 'interrupted'.", RuntimeWarning, stacklevel=3)
     bar.close()
+    if best_state is None and averaged is not None:  # no validation: the average of the last steps
+        best_state = averaged.module.state_dict()
     if best_state is not None:
         model.load_state_dict(best_state)
     return history

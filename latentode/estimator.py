@@ -206,7 +206,11 @@ class LatentODERegressor(BaseEstimator):
         ``history_`` records each epoch's ``"cycle"``). Windowed fits (``window``) keep 50
         and 20 and one cycle: on the weekly CO2 series more steps made the forecasts past a
         window worse. The values used are in ``batch_size_`` and ``max_epochs_`` (the epochs
-        of every cycle run).
+        of every cycle run). In the added cycles, early stopping, the next cycle and the
+        weights kept read the validation MSE of an exponential moving average of the weights
+        over about the last ten steps (at most an epoch of them;
+        :func:`~latentode._training.ema_decay`), which smooths the jumps that steps at the
+        restarted learning rate make.
     lr, weight_decay : float, default=1e-2, 0.0
         Adam settings.
     lr_schedule : {"cosine", "exponential", "constant"}, default="cosine"

@@ -244,6 +244,48 @@ def test_auto_epochs_add_cycles_while_the_fit_is_still_learning(synth, monkeypat
     assert windowed.window_ is not None and len(windowed.history_) == 3 and calls == []
 
 
+def test_ema_decay_reaches_back_at_most_an_epoch():
+    assert _training.ema_decay(50) == 0.9 and _training.ema_decay(6) == pytest.approx(5 / 6)
+    assert _training.ema_decay(2) == 0.5 and _training.ema_decay(1) == 0.0
+
+
+def test_added_cycles_score_and_keep_the_average_of_the_steps(synth, monkeypatch):
+    df, _ = synth
+    raw, scored = [], []
+    run_epoch, evaluate_mse = _training.run_epoch, _training.evaluate_mse
+
+    def spy_epoch(net, model, *args, **kwargs):
+        out = run_epoch(net, model, *args, **kwargs)
+        raw.append({k: v.clone() for k, v in model.state_dict().items()})
+        return out
+
+    def spy_eval(model, *args, **kwargs):
+        v = evaluate_mse(model, *args, **kwargs)
+        scored.append(({k: v.clone() for k, v in model.state_dict().items()}, v))
+        return v
+
+    monkeypatch.setattr(_training, "run_epoch", spy_epoch)
+    monkeypatch.setattr(_training, "evaluate_mse", spy_eval)
+    monkeypatch.setattr(_training, "still_learning", lambda valid, n: len(valid) == 2)  # one more cycle
+    monkeypatch.setattr(_training, "MIN_STEPS", 2)
+    monkeypatch.setattr(_training, "SERIES_VISITS", 1)
+    monkeypatch.setattr(_training, "AUTO_EPOCHS", 2)
+    # a fixed noise: "auto" sets the decoder's noise after training
+    settings = dict(TINY, validation_fraction=0.3, batch_size=2, max_epochs="auto", patience=None, noise_std=0.05)
+    est = LatentODERegressor(**settings).fit(df)  # 8 training series: 4 steps an epoch, decay 0.75
+    assert len(raw) == len(scored) == 6 and est.max_epochs_ == 6
+    key = "decoder.readout.weight" if "decoder.readout.weight" in raw[0] else next(iter(raw[0]))
+    same = [torch.equal(r[key], s[key]) for r, (s, _) in zip(raw, scored)]
+    # the first cycle scores the weights; the added one an average that lags them
+    assert same == [True, True, False, False, False, False]
+    best = min(range(6), key=lambda i: scored[i][1])
+    kept = est.module_.state_dict()
+    assert all(torch.equal(kept[k], scored[best][0][k]) for k in kept)  # the best scored weights are kept
+    raw.clear(), scored.clear()
+    LatentODERegressor(**dict(settings, batch_size=8)).fit(df)  # one step an epoch: no average
+    assert len(raw) == 6 and all(torch.equal(r[key], s[key]) for r, (s, _) in zip(raw, scored))
+
+
 # ---------------------------------------------------------------------------- windows
 def _long(n_points=600, span=60.0, seed=0):
     rng = np.random.default_rng(seed)
