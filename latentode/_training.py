@@ -16,7 +16,6 @@ import warnings
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from ._collate import Batch, Packed, Scaling
@@ -369,7 +368,7 @@ def run_epoch(net, model, optimizer, packed: Packed, est, epoch: int, rng, gener
         if scheduler is not None:
             scheduler.step()
         if averaged is not None:
-            averaged.update_parameters(model)
+            averaged.update(model)
         sums += torch.stack([stats[k].double() for k in SUMMED])
         g = stats["grad_norm"].double()
         grad = torch.stack([grad[0] + g, torch.maximum(grad[1], g), grad[2] + stats["nonfinite"].double()])
@@ -443,7 +442,7 @@ def still_learning(valid, cycle_epochs: int) -> bool:
     """
     v = np.asarray(valid, dtype=float)
     k = max(1, math.ceil(cycle_epochs / 4))
-    if len(v) <= k or not np.isfinite(v[0]) or not np.isfinite(v).any():
+    if len(v) <= k or not np.isfinite(v).any():  # (a NaN first epoch fails the comparisons below)
         return False
     before, tail = np.nanmin(v[:-k]) if np.isfinite(v[:-k]).any() else np.inf, np.nanmin(v[-k:])
     return bool(min(before, tail) > PLATEAU_SHARE * v[0] and tail < (1 - STILL_LEARNING) * before)
@@ -459,6 +458,31 @@ def ema_decay(steps_per_epoch: int) -> float:
     return max(0.0, min(EMA_DECAY, 1.0 - 1.0 / max(int(steps_per_epoch), 1)))
 
 
+class WeightAverage:
+    """An exponential moving average of a module's weights: ``average`` (a copy of the module) holds it.
+
+    The first :meth:`update` copies the weights; each later one moves the copy a share ``1 - decay``
+    toward them (``torch.optim.swa_utils.get_ema_multi_avg_fn``'s rule, without ``AveragedModel``'s
+    step counter on the host, whose copy to the device each step would make the host wait for a GPU).
+    Buffers are copied.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.average = copy.deepcopy(model)
+        self.decay, self.n = float(decay), 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for a, p in zip(self.average.parameters(), model.parameters()):
+            if self.n == 0:
+                a.copy_(p)
+            else:
+                a.lerp_(p, 1.0 - self.decay)
+        for a, b in zip(self.average.buffers(), model.buffers()):
+            a.copy_(b)
+        self.n += 1
+
+
 def scheduled_epochs(first: int, cycles: int) -> int:
     """Epochs of ``cycles`` cycles of the schedule, the first ``first`` epochs long, each next ``CYCLE_GROWTH`` times
     the one before."""
@@ -467,22 +491,23 @@ def scheduled_epochs(first: int, cycles: int) -> int:
 
 def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling, est, rng, generator, solver,
              device, ctx=SINGLE, budget=None, extend=False) -> list[dict]:
-    """Adam over ``est.max_epochs`` epochs with early stopping on the validation MSE.
+    """Adam over ``max_epochs`` epochs (more cycles of them with ``extend``) with early stopping on the validation MSE.
 
     ``budget``: ``(batch_size, max_epochs)`` to use instead of the estimator's (what
     :func:`training_budget` chose).
 
     ``extend`` (``max_epochs="auto"``): the ``max_epochs`` epochs are a cycle of the learning-rate
     schedule, and while :func:`still_learning` says so at the end of a cycle, another cycle
-    ``CYCLE_GROWTH`` (2) times as long follows (the schedule restarts from its warm-up at the full
-    ``lr``; the weights and Adam's moments carry over, as in SGDR), up to ``MAX_AUTO_EPOCHS``
-    epochs in all. Each record's ``"cycle"`` counts from 1.
+    ``CYCLE_GROWTH`` (2) times as long follows if the epochs stay within ``MAX_AUTO_EPOCHS``
+    (100; a 20-epoch first cycle: 20 + 40). The schedule restarts (the cosine from its warm-up to
+    the full ``lr``, the exponential from ``lr``), the weights and Adam's moments carry over, as
+    in SGDR, and the patience counts from the restart. Each record's ``"cycle"`` counts from 1.
 
     The training and validation series are standardised and moved to ``device`` once. The
     validation MSE scores the weights, and from cycle ``AVERAGE_FROM_CYCLE`` (2: the cycles
     that ``extend`` adds) an exponential moving average of them over the last steps
-    (:func:`ema_decay`; ``torch.optim.swa_utils.AveragedModel``, as stochastic weight averaging
-    does along a cyclic schedule), which smooths the jumps that steps at the restarted learning
+    (:func:`ema_decay`, :class:`WeightAverage`; as stochastic weight averaging does along a
+    cyclic schedule), which smooths the jumps that steps at the restarted learning
     rate make; the best scored weights (lowest validation MSE, or the last without
     validation) are loaded into ``model``. Returns the per-epoch history.
 
@@ -508,8 +533,8 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
     decay = ema_decay(steps_per_epoch)
 
     def average():  # a fresh exponential average of the weights from here on (None: the weights themselves)
-        avg = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) if decay > 0 else None
-        return avg, model if avg is None else avg.module
+        avg = WeightAverage(model, decay) if decay > 0 else None
+        return avg, model if avg is None else avg.average
 
     averaged, scored = average() if AVERAGE_FROM_CYCLE <= 1 else (None, model)
     try:
@@ -539,6 +564,7 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
                 total, cycle = total + length, cycle + 1
                 bar.total = total
                 scheduler = lr_schedule(optimizer, est.lr_decay, kind, length * steps_per_epoch, steps_per_epoch)
+                waited = 0  # the patience counts within a cycle: the restarted rate first raises the error
                 if cycle == AVERAGE_FROM_CYCLE:
                     averaged, scored = average()
     except KeyboardInterrupt:
@@ -550,8 +576,6 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
         warnings.warn(f"fit interrupted by KeyboardInterrupt after {done} complete epoch(s); the best weights so "
                       "far are kept and history_[-1] is marked 'interrupted'.", RuntimeWarning, stacklevel=3)
     bar.close()
-    if best_state is None and averaged is not None:  # no validation: the average of the last steps
-        best_state = averaged.module.state_dict()
     if best_state is not None:
         model.load_state_dict(best_state)
     return history

@@ -202,8 +202,8 @@ class LatentODERegressor(BaseEstimator):
         cycle of ``lr_schedule``: when a cycle ends with the fit still leaving its initial
         plateau (best validation MSE above half the first epoch's, and lowered by more than 5%
         in the cycle's last quarter; :func:`~latentode._training.still_learning`), a cycle
-        twice as long follows, the schedule restarting (20 epochs, then 40; at most 100 in all;
-        ``history_`` records each epoch's ``"cycle"``). Windowed fits (``window``) keep 50
+        twice as long follows, the schedule restarting, if the epochs stay within 100 (20
+        epochs, then 40; ``history_`` records each epoch's ``"cycle"``). Windowed fits (``window``) keep 50
         and 20 and one cycle: on the weekly CO2 series more steps made the forecasts past a
         window worse. The values used are in ``batch_size_`` and ``max_epochs_`` (the epochs
         of every cycle run). In the added cycles, early stopping, the next cycle and the

@@ -238,10 +238,27 @@ def test_auto_epochs_add_cycles_while_the_fit_is_still_learning(synth, monkeypat
     fixed = LatentODERegressor(**dict(settings, max_epochs=3)).fit(df)  # a number of epochs is kept
     assert calls == [] and len(fixed.history_) == 3
     calls.clear()
-    monkeypatch.setattr(_training, "MAX_AUTO_EPOCHS", 8)  # no cycle past the cap
+    monkeypatch.setattr(_training, "MAX_AUTO_EPOCHS", 9)  # a cycle that ends at the cap ...
+    assert len(LatentODERegressor(**settings).fit(df).history_) == 9 and calls == [(3, 3)]
+    calls.clear()
+    monkeypatch.setattr(_training, "MAX_AUTO_EPOCHS", 8)  # ... and none past it
     assert len(LatentODERegressor(**settings).fit(df).history_) == 3 and calls == []
     windowed = LatentODERegressor(**settings).fit(_long())  # windows cut from long series keep one cycle
     assert windowed.window_ is not None and len(windowed.history_) == 3 and calls == []
+
+
+def test_patience_counts_from_the_restart_of_a_cycle(synth, monkeypatch):
+    df, _ = synth
+    scripted = iter([1.0, 1.1, 1.2, 1.3, 1.4, 0.9, 0.95, 0.96, 0.97])  # two epochs worse before the restart
+    monkeypatch.setattr(_training, "evaluate_mse", lambda *args, **kwargs: next(scripted))
+    monkeypatch.setattr(_training, "still_learning", lambda valid, n: len(valid) == 3)
+    monkeypatch.setattr(_training, "MIN_STEPS", 2)
+    monkeypatch.setattr(_training, "SERIES_VISITS", 1)
+    monkeypatch.setattr(_training, "AUTO_EPOCHS", 3)
+    settings = dict(TINY, validation_fraction=0.3, max_epochs="auto", patience=3, kl_warmup=0)
+    est = LatentODERegressor(**settings).fit(df)
+    # counted on from before the restart, the third worse epoch (1.3) would have stopped the fit at epoch 4
+    assert len(est.history_) == 9
 
 
 def test_ema_decay_reaches_back_at_most_an_epoch():
@@ -272,16 +289,29 @@ def test_added_cycles_score_and_keep_the_average_of_the_steps(synth, monkeypatch
     monkeypatch.setattr(_training, "AUTO_EPOCHS", 2)
     # a fixed noise: "auto" sets the decoder's noise after training
     settings = dict(TINY, validation_fraction=0.3, batch_size=2, max_epochs="auto", patience=None, noise_std=0.05)
+    steps = []
+    train_step = _training.train_step
+
+    def spy_step(net, model, *args, **kwargs):
+        out = train_step(net, model, *args, **kwargs)
+        steps.append({k: v.clone() for k, v in model.state_dict().items()})
+        return out
+
+    monkeypatch.setattr(_training, "train_step", spy_step)
     est = LatentODERegressor(**settings).fit(df)  # 8 training series: 4 steps an epoch, decay 0.75
-    assert len(raw) == len(scored) == 6 and est.max_epochs_ == 6
+    assert len(raw) == len(scored) == 6 and est.max_epochs_ == 6 and len(steps) == 24
     key = "decoder.readout.weight" if "decoder.readout.weight" in raw[0] else next(iter(raw[0]))
     same = [torch.equal(r[key], s[key]) for r, (s, _) in zip(raw, scored)]
     # the first cycle scores the weights; the added one an average that lags them
     assert same == [True, True, False, False, False, False]
+    ema = steps[8][key]  # the first step of cycle 2 is copied, then each moves the average a quarter of the way
+    for step in steps[9:12]:
+        ema = ema + 0.25 * (step[key] - ema)
+    torch.testing.assert_close(scored[2][0][key], ema)
     best = min(range(6), key=lambda i: scored[i][1])
     kept = est.module_.state_dict()
     assert all(torch.equal(kept[k], scored[best][0][k]) for k in kept)  # the best scored weights are kept
-    raw.clear(), scored.clear()
+    raw.clear(), scored.clear(), steps.clear()
     LatentODERegressor(**dict(settings, batch_size=8)).fit(df)  # one step an epoch: no average
     assert len(raw) == 6 and all(torch.equal(r[key], s[key]) for r, (s, _) in zip(raw, scored))
 
