@@ -398,7 +398,6 @@ MAX_AUTO_EPOCHS = 100
 SERIES_VISITS = AUTO_EPOCHS * 250  # ... and the fewest series a fit reads: as many as 20 epochs of 250 series
 PLATEAU_SHARE = 0.5  # max_epochs="auto" adds a cycle while the best validation MSE is above this share of the first's
 STILL_LEARNING = 0.05  # ... and the cycle's last quarter lowered the best by more than this share
-CYCLE_GROWTH = 2  # each added cycle is this many times as long as the one before (SGDR's T_mult)
 EMA_DECAY = 0.9  # the weights scored and kept are an exponential average of the steps', over about ten steps ...
 AVERAGE_FROM_CYCLE = 2  # ... from this cycle of the schedule on (2: in the cycles that max_epochs="auto" adds)
 
@@ -484,9 +483,9 @@ class WeightAverage:
 
 
 def scheduled_epochs(first: int, cycles: int) -> int:
-    """Epochs of ``cycles`` cycles of the schedule, the first ``first`` epochs long, each next ``CYCLE_GROWTH`` times
-    the one before."""
-    return int(first * sum(CYCLE_GROWTH**k for k in range(cycles)))
+    """Epochs scheduled for a fit of ``cycles`` cycles whose first is ``first`` epochs long (an added cycle runs
+    to ``MAX_AUTO_EPOCHS``)."""
+    return int(first if cycles <= 1 else max(first, MAX_AUTO_EPOCHS))
 
 
 def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling, est, rng, generator, solver,
@@ -497,11 +496,11 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
     :func:`training_budget` chose).
 
     ``extend`` (``max_epochs="auto"``): the ``max_epochs`` epochs are a cycle of the learning-rate
-    schedule, and while :func:`still_learning` says so at the end of a cycle, another cycle
-    ``CYCLE_GROWTH`` (2) times as long follows if the epochs stay within ``MAX_AUTO_EPOCHS``
-    (100; a 20-epoch first cycle: 20 + 40). The schedule restarts (the cosine from its warm-up to
-    the full ``lr``, the exponential from ``lr``), the weights and Adam's moments carry over, as
-    in SGDR, and the patience counts from the restart. Each record's ``"cycle"`` counts from 1.
+    schedule, and when :func:`still_learning` says so at its end, one more cycle runs to
+    ``MAX_AUTO_EPOCHS`` (100; a 20-epoch first cycle: 20 + 80), if that is at least as long as
+    the first. The schedule restarts (the cosine from its warm-up to the full ``lr``, the
+    exponential from ``lr``), the weights and Adam's moments carry over, as in SGDR, and the
+    patience counts from the restart. Each record's ``"cycle"`` counts from 1.
 
     The training and validation series are standardised and moved to ``device`` once. The
     validation MSE scores the weights, and from cycle ``AVERAGE_FROM_CYCLE`` (2: the cycles
@@ -558,10 +557,10 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
                     waited += 1
                     if est.patience is not None and waited >= est.patience:
                         break
-            if (epoch == total and extend and valid is not None and total + CYCLE_GROWTH * length <= MAX_AUTO_EPOCHS
+            if (epoch == total and extend and valid is not None and MAX_AUTO_EPOCHS - total >= length
                     and still_learning([r["valid_mse"] for r in history], length)):
-                length *= CYCLE_GROWTH
-                total, cycle = total + length, cycle + 1
+                length = MAX_AUTO_EPOCHS - total
+                total, cycle = MAX_AUTO_EPOCHS, cycle + 1
                 bar.total = total
                 scheduler = lr_schedule(optimizer, est.lr_decay, kind, length * steps_per_epoch, steps_per_epoch)
                 waited = 0  # the patience counts within a cycle: the restarted rate first raises the error

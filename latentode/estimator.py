@@ -201,9 +201,9 @@ class LatentODERegressor(BaseEstimator):
         as many series as 20 epochs of 250 (180 series: 28 epochs). Those epochs are one
         cycle of ``lr_schedule``: when a cycle ends with the fit still leaving its initial
         plateau (best validation MSE above half the first epoch's, and lowered by more than 5%
-        in the cycle's last quarter; :func:`~latentode._training.still_learning`), a cycle
-        twice as long follows, the schedule restarting, if the epochs stay within 100 (20
-        epochs, then 40; ``history_`` records each epoch's ``"cycle"``). Windowed fits (``window``) keep 50
+        in the cycle's last quarter; :func:`~latentode._training.still_learning`), the
+        schedule restarts for one more cycle that runs to 100 epochs, if that is at least as
+        long as the first (20 epochs, then 80; ``history_`` records each epoch's ``"cycle"``). Windowed fits (``window``) keep 50
         and 20 and one cycle: on the weekly CO2 series more steps made the forecasts past a
         window worse. The values used are in ``batch_size_`` and ``max_epochs_`` (the epochs
         of every cycle run). In the added cycles, early stopping, the next cycle and the

@@ -227,9 +227,10 @@ def test_auto_epochs_add_cycles_while_the_fit_is_still_learning(synth, monkeypat
     monkeypatch.setattr(_training, "MIN_STEPS", 2)
     monkeypatch.setattr(_training, "SERIES_VISITS", 1)
     monkeypatch.setattr(_training, "AUTO_EPOCHS", 3)
+    monkeypatch.setattr(_training, "MAX_AUTO_EPOCHS", 9)
     settings = dict(TINY, validation_fraction=0.3, patience=None, max_epochs="auto")
     est = LatentODERegressor(**settings).fit(df)
-    assert calls == [(3, 3), (9, 6)]  # asked at the end of each cycle, each twice as long as the one before
+    assert calls == [(3, 3)]  # asked at the end of the first cycle; the added one runs to the cap
     assert est.max_epochs_ == 9 and [h["cycle"] for h in est.history_] == [1] * 3 + [2] * 6
     lr = [h["lr"] for h in est.history_]
     assert lr[3] > lr[2] and lr[3] == pytest.approx(lr[0])  # the schedule restarts ...
@@ -238,11 +239,12 @@ def test_auto_epochs_add_cycles_while_the_fit_is_still_learning(synth, monkeypat
     fixed = LatentODERegressor(**dict(settings, max_epochs=3)).fit(df)  # a number of epochs is kept
     assert calls == [] and len(fixed.history_) == 3
     calls.clear()
-    monkeypatch.setattr(_training, "MAX_AUTO_EPOCHS", 9)  # a cycle that ends at the cap ...
-    assert len(LatentODERegressor(**settings).fit(df).history_) == 9 and calls == [(3, 3)]
+    monkeypatch.setattr(_training, "MAX_AUTO_EPOCHS", 6)  # an added cycle as long as the first ...
+    assert len(LatentODERegressor(**settings).fit(df).history_) == 6 and calls == [(3, 3)]
     calls.clear()
-    monkeypatch.setattr(_training, "MAX_AUTO_EPOCHS", 8)  # ... and none past it
+    monkeypatch.setattr(_training, "MAX_AUTO_EPOCHS", 5)  # ... and none shorter
     assert len(LatentODERegressor(**settings).fit(df).history_) == 3 and calls == []
+    monkeypatch.setattr(_training, "MAX_AUTO_EPOCHS", 9)
     windowed = LatentODERegressor(**settings).fit(_long())  # windows cut from long series keep one cycle
     assert windowed.window_ is not None and len(windowed.history_) == 3 and calls == []
 
@@ -255,6 +257,7 @@ def test_patience_counts_from_the_restart_of_a_cycle(synth, monkeypatch):
     monkeypatch.setattr(_training, "MIN_STEPS", 2)
     monkeypatch.setattr(_training, "SERIES_VISITS", 1)
     monkeypatch.setattr(_training, "AUTO_EPOCHS", 3)
+    monkeypatch.setattr(_training, "MAX_AUTO_EPOCHS", 9)
     settings = dict(TINY, validation_fraction=0.3, max_epochs="auto", patience=3, kl_warmup=0)
     est = LatentODERegressor(**settings).fit(df)
     # counted on from before the restart, the third worse epoch (1.3) would have stopped the fit at epoch 4
@@ -287,6 +290,7 @@ def test_added_cycles_score_and_keep_the_average_of_the_steps(synth, monkeypatch
     monkeypatch.setattr(_training, "MIN_STEPS", 2)
     monkeypatch.setattr(_training, "SERIES_VISITS", 1)
     monkeypatch.setattr(_training, "AUTO_EPOCHS", 2)
+    monkeypatch.setattr(_training, "MAX_AUTO_EPOCHS", 6)
     # a fixed noise: "auto" sets the decoder's noise after training
     settings = dict(TINY, validation_fraction=0.3, batch_size=2, max_epochs="auto", patience=None, noise_std=0.05)
     steps = []
