@@ -398,8 +398,7 @@ MAX_AUTO_EPOCHS = 100
 SERIES_VISITS = AUTO_EPOCHS * 250  # ... and the fewest series a fit reads: as many as 20 epochs of 250 series
 PLATEAU_SHARE = 0.5  # max_epochs="auto" adds a cycle while the best validation MSE is above this share of the first's
 STILL_LEARNING = 0.05  # ... and the cycle's last quarter lowered the best by more than this share
-EMA_DECAY = 0.9  # the weights scored and kept are an exponential average of the steps', over about ten steps ...
-AVERAGE_FROM_CYCLE = 2  # ... from this cycle of the schedule on (2: in the cycles that max_epochs="auto" adds)
+EMA_DECAY = 0.9  # an added cycle scores and keeps an exponential average of the steps' weights, over about ten steps
 
 
 def training_budget(n_train: int, batch_size, max_epochs, windowed: bool = False) -> tuple[int, int]:
@@ -448,7 +447,7 @@ def still_learning(valid, cycle_epochs: int) -> bool:
 
 
 def ema_decay(steps_per_epoch: int) -> float:
-    """Per-step decay of the weight average that added cycles score and keep (0: none, the weights themselves).
+    """Per-step decay of the weight average that an added cycle scores and keeps (0: none, the weights themselves).
 
     ``EMA_DECAY`` (0.9, an average over about ten steps), but at most ``1 - 1 / steps_per_epoch``, so that the
     average reaches back about one epoch at most: two steps an epoch average with 0.5, one step (a few
@@ -503,8 +502,8 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
     patience counts from the restart. Each record's ``"cycle"`` counts from 1.
 
     The training and validation series are standardised and moved to ``device`` once. The
-    validation MSE scores the weights, and from cycle ``AVERAGE_FROM_CYCLE`` (2: the cycles
-    that ``extend`` adds) an exponential moving average of them over the last steps
+    validation MSE scores the weights, and in the cycle that ``extend`` adds an exponential
+    moving average of them over the last steps
     (:func:`ema_decay`, :class:`WeightAverage`; as stochastic weight averaging does along a
     cyclic schedule), which smooths the jumps that steps at the restarted learning
     rate make; the best scored weights (lowest validation MSE, or the last without
@@ -529,13 +528,7 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
     history, best, best_state, waited, norms = [], np.inf, None, 0, None
     bar = tqdm(total=max_epochs, disable=not (est.verbose and ctx.is_main), desc="fit", unit="epoch")
     epoch, total, cycle, length = 0, max_epochs, 1, max_epochs
-    decay = ema_decay(steps_per_epoch)
-
-    def average():  # a fresh exponential average of the weights from here on (None: the weights themselves)
-        avg = WeightAverage(model, decay) if decay > 0 else None
-        return avg, model if avg is None else avg.average
-
-    averaged, scored = average() if AVERAGE_FROM_CYCLE <= 1 else (None, model)
+    averaged, scored = None, model  # the weights scored and kept: the model's own, or their average
     try:
         while epoch < total:
             t0 = time.perf_counter()
@@ -564,8 +557,10 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
                 bar.total = total
                 scheduler = lr_schedule(optimizer, est.lr_decay, kind, length * steps_per_epoch, steps_per_epoch)
                 waited = 0  # the patience counts within a cycle: the restarted rate first raises the error
-                if cycle == AVERAGE_FROM_CYCLE:
-                    averaged, scored = average()
+                decay = ema_decay(steps_per_epoch)
+                if decay > 0:
+                    averaged = WeightAverage(model, decay)
+                    scored = averaged.average
     except KeyboardInterrupt:
         if history:
             history[-1]["interrupted"] = True

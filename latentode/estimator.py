@@ -203,14 +203,14 @@ class LatentODERegressor(BaseEstimator):
         plateau (best validation MSE above half the first epoch's, and lowered by more than 5%
         in the cycle's last quarter; :func:`~latentode._training.still_learning`), the
         schedule restarts for one more cycle that runs to 100 epochs, if that is at least as
-        long as the first (20 epochs, then 80; ``history_`` records each epoch's ``"cycle"``). Windowed fits (``window``) keep 50
-        and 20 and one cycle: on the weekly CO2 series more steps made the forecasts past a
-        window worse. The values used are in ``batch_size_`` and ``max_epochs_`` (the epochs
-        of every cycle run). In the added cycles, early stopping, the next cycle and the
-        weights kept read the validation MSE of an exponential moving average of the weights
-        over about the last ten steps (at most an epoch of them;
-        :func:`~latentode._training.ema_decay`), which smooths the jumps that steps at the
-        restarted learning rate make.
+        long as the first (20 epochs, then 80; ``history_`` records each epoch's ``"cycle"``).
+        Windowed fits (``window``) keep 50 and 20 and one cycle: on the weekly CO2 series more
+        steps made the forecasts past a window worse. The values used are in ``batch_size_``
+        and ``max_epochs_`` (the epochs scheduled, the added cycle included). In the added
+        cycle, early stopping and the weights kept read the validation MSE of an exponential
+        moving average of the weights over about the last ten steps (at most an epoch of
+        them; :func:`~latentode._training.ema_decay`), which smooths the jumps that steps at
+        the restarted learning rate make.
     lr, weight_decay : float, default=1e-2, 0.0
         Adam settings.
     lr_schedule : {"cosine", "exponential", "constant"}, default="cosine"
@@ -617,7 +617,8 @@ class LatentODERegressor(BaseEstimator):
             extend = isinstance(self.max_epochs, str) and self.window_ is None
             self.history_ = fit_loop(self.module_, train, valid, self.scaling_, self, rng, generator,
                                      self._solver(), self.device_, ctx, (self.batch_size_, self.max_epochs_), extend)
-        self.max_epochs_ = scheduled_epochs(self.max_epochs_, max((r.get("cycle", 1) for r in self.history_), default=1))
+        cycles = max((r.get("cycle", 1) for r in self.history_), default=1)
+        self.max_epochs_ = scheduled_epochs(self.max_epochs_, cycles)
         self.module_.eval()
         self.blend_ = self.blend_edges_ = None
         if self.blend == "auto" or isinstance(self.noise_std, str):
