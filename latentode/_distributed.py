@@ -109,6 +109,20 @@ def _shutdown() -> None:
         dist.destroy_process_group()
 
 
+def finish() -> None:
+    """End a job that succeeded: every rank waits for the others, then destroys the process group.
+
+    Call it on every rank once the work is done (after rank 0 has written its files). A rank that
+    leaves while another still holds its connections can abort in gloo's teardown at exit
+    ("terminate called without an active exception", SIGABRT), which fails the whole torchrun
+    job; ranks that leave together do not. Not for an error path: a barrier with a rank that
+    died waits for the timeout.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def device_for(device: torch.device) -> torch.device:
     """One CUDA device per local rank: a bare "cuda" becomes ``cuda:LOCAL_RANK`` under torchrun."""
     if device.type != "cuda" or device.index is not None or not launched():

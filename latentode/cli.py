@@ -138,6 +138,7 @@ def _param(text: str):
 
 # ---------------------------------------------------------------------- commands
 def cmd_fit(a) -> int:
+    from . import _distributed
     from .estimator import LatentODERegressor
 
     unknown = [k for k, _ in a.param if k not in LatentODERegressor().get_params()]
@@ -164,17 +165,21 @@ def cmd_fit(a) -> int:
     est = LatentODERegressor(**params)
     t0 = time.perf_counter()
     est.fit(frame)  # under torchrun every rank trains; rank 0 alone writes and reports
-    if not _is_main_rank():
-        return 0
-    path = est.save(a.model_dir)
+    if _is_main_rank():
+        _report_fit(frame, est, est.save(a.model_dir), time.perf_counter() - t0)
+    _distributed.finish()  # the ranks leave together, once the model is written
+    return 0
+
+
+def _report_fit(frame, est, path, seconds) -> None:
+    """The one line a fit reports on stderr: epochs, time, processes, split, variables and where it was saved."""
     n_series = frame[est.id_col_].nunique() if est.id_col_ is not None else 1
     n_valid = int(round(est.validation_fraction * n_series)) if n_series > 1 else 0
     split = f"{n_series - n_valid} training and {n_valid} validation series" if n_valid else \
         f"{n_series} training series (no validation)"
     where = f" on {est.world_size_} processes" if est.world_size_ > 1 else ""
-    print(f"fitted {len(est.history_)} epochs in {time.perf_counter() - t0:.1f} s{where} on {split}, "
+    print(f"fitted {len(est.history_)} epochs in {seconds:.1f} s{where} on {split}, "
           f"variables {list(est.feature_names_in_)}; saved to {path}", file=sys.stderr)
-    return 0
 
 
 def _is_main_rank() -> bool:
@@ -292,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--time-col", help="time column, numbers or ISO dates (default: 'ds', 'time' or 'timestamp')")
     f.add_argument("--value-cols", help="comma-separated variable columns (default: all other columns)")
     f.add_argument("--encoder", choices=sorted(ENCODERS), help="default: odernn")
-    f.add_argument("--readout", choices=list(READOUTS), help="default: linear")
+    f.add_argument("--readout", choices=["auto", *READOUTS], help="default: auto (per_variable when the variables "
+                   "are measured at their own times, as ICU labs are; linear otherwise)")
     f.add_argument("--latent-dim", type=int, help="default: 20")
     f.add_argument("--encoder-dim", type=int, help="default: 40")
     f.add_argument("--width", type=int, help="MLP width (default: 50)")

@@ -6,6 +6,8 @@ MODE "fit": fits :data:`CONFIGS` on :func:`data` and writes, per rank and config
 the weights, the history, the predictions and the pickled estimator to OUT.
 MODE "fail": rank 1 raises in its second training step; the job must end with that error.
 MODE "mismatch": rank 1 fits other data than rank 0; every rank must refuse it.
+MODE "finish": after a fit, rank 0 writes a file a second late; every rank then calls
+``latentode._distributed.finish`` and writes the time it returned.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import pickle
 import sys
 from pathlib import Path
 
+import time
+
 import torch
 
-from latentode import LatentODERegressor
+from latentode import LatentODERegressor, _distributed
 from latentode.datasets import make_synthetic
 
 BASE = dict(latent_dim=4, encoder_dim=8, width=16, n_layers=2, max_epochs=2, batch_size=7, kl_warmup=0,
@@ -54,12 +58,21 @@ def main(out: Path, mode: str) -> None:
         _training.train_step = failing
         LatentODERegressor(**dict(BASE, max_epochs=50)).fit(df)
         return
+    if mode == "finish":
+        LatentODERegressor(**dict(BASE, max_epochs=1)).fit(df)
+        if rank == 0:
+            time.sleep(1.0)
+            (out / "written").write_text(str(time.time()))
+        _distributed.finish()
+        (out / f"left-{rank}").write_text(str(time.time()))
+        return
     for name, params in CONFIGS.items():
         est = LatentODERegressor(**params).fit(df)
         torch.save(est.module_.state_dict(), out / f"{name}-weights-{rank}.pt")
         (out / f"{name}-history-{rank}.json").write_text(json.dumps(est.history_))
         est.predict(df).to_pickle(out / f"{name}-predict-{rank}.pkl")
         (out / f"{name}-estimator-{rank}.pkl").write_bytes(pickle.dumps(est))
+    _distributed.finish()  # as the README asks of a script: the ranks leave together
 
 
 if __name__ == "__main__":

@@ -101,6 +101,16 @@ def test_ranks_with_different_data_refuse_to_train(tmp_path):
     assert "differs between ranks" in res.stderr + res.stdout
 
 
+def test_finish_lets_no_rank_leave_before_the_others_are_done(tmp_path):
+    res = torchrun(tmp_path, "finish", timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    written = float((tmp_path / "written").read_text())
+    for rank in (0, 1):
+        assert float((tmp_path / f"left-{rank}").read_text()) >= written
+    assert not torch.distributed.is_initialized()  # (this process never joined; finish is a no-op here)
+    _distributed.finish()
+
+
 def test_torchrun_cli_fit_writes_one_model(tmp_path, synth):
     df, _ = synth
     data = tmp_path / "data.csv"
