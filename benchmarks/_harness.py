@@ -395,7 +395,7 @@ def add_model_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--lr-decay", type=float, default=None, help="per-step learning-rate decay (reference: 0.999)")
     p.add_argument("--max-grad-norm", type=float, default=None, help="clip each step's gradient to this L2 norm")
-    p.add_argument("--readout", choices=list(READOUTS), default=None,
+    p.add_argument("--readout", choices=["auto", *READOUTS], default=None,
                    help="read-out of the latent state (the estimator's default: linear)")
     p.add_argument("--latent-dim", type=int, default=None)
     p.add_argument("--variable-weight", choices=["balanced"], default=None,

@@ -39,6 +39,23 @@ ADJOINT_AUTO_POINTS = 200_000  # batch_size x longest series above which adjoint
 INFER_CHUNK = 2048  # series per decoded chunk in predict/impute/sample (also capped by INFER_ELEMENTS)
 INFER_ELEMENTS = 2e7  # samples x series x queries x (features + latent) per chunk: the working memory's bound
 TRAIN_NOISE = 0.05  # noise_std="auto": the fixed noise std of training (standardised units)
+#: readout="auto": the per-variable read-out when the median variable is observed at fewer than this share of
+#: the points (times at which the series observed anything), i.e. when variables are measured at their own times
+SPARSE_RATE = 0.2
+
+
+def choose_readout(series: SeriesSet) -> str:
+    """The read-out of ``readout="auto"``: "per_variable" when the variables are measured at their own times.
+
+    That is when the median variable is observed at fewer than ``SPARSE_RATE`` of the points
+    of ``series`` (the times at which a series observed anything); "linear" otherwise. A single
+    variable is observed at every point, so it gets "linear".
+    """
+    values = series.values
+    if not len(values):
+        return "linear"
+    rates = np.isfinite(values).mean(axis=0)
+    return "per_variable" if float(np.median(rates)) < SPARSE_RATE else "linear"
 
 
 def _threaded(method):
@@ -89,7 +106,7 @@ class LatentODERegressor(BaseEstimator):
         are there from the first epoch instead of being grown out of a near-zero field,
         which kept a plain MLP field on a plateau for tens of epochs. "mlp": the MLP alone
         (Rubanova et al.).
-    readout : {"linear", "per_variable"}, default="linear"
+    readout : {"auto", "linear", "per_variable"}, default="auto"
         From the latent state z(t) to the variables. "linear" (Rubanova et al.): one linear
         layer. "per_variable": that layer, plus a learned gain on each variable's own
         interpolated visible value (its last value past the end), plus a hidden layer per
@@ -100,7 +117,12 @@ class LatentODERegressor(BaseEstimator):
         forecasting models for irregular series do. Both extra terms start at 0. It imputes
         better and forecasts sparse clinical data better, but forecasts smooth dynamics
         worse: on the periodic task's extrapolation (seed 0) its MSE was 24x the linear
-        read-out's (BENCHMARKS.md, "Periodic task"), so it is not the default.
+        read-out's (BENCHMARKS.md, "Periodic task"). "auto" (:func:`~latentode.estimator.choose_readout`):
+        "per_variable" when the variables are measured at their own times, the median
+        variable at fewer than a fifth (``SPARSE_RATE``) of the times at which the series
+        observed anything, as ICU labs and vitals are (PhysioNet 2012: 5%); "linear"
+        otherwise (every synthetic dataset of the defaults scoreboard: 40-100%). The choice
+        is stored in ``readout_``.
     prior : {"normal", "cnf"}, default="normal"
         Prior over z0: standard normal, or a continuous normalizing flow.
     prior_options : dict or None, default=None
@@ -305,6 +327,8 @@ class LatentODERegressor(BaseEstimator):
         (standardised units; see ``noise_std``).
     window_ : float or None
         The window length in internal time units (see ``window``).
+    readout_ : {"linear", "per_variable"}
+        The read-out used (see ``readout``).
     batch_size_, max_epochs_ : int
         The batch size and the epoch budget that training used (see ``max_epochs``).
     world_size_ : int
@@ -329,7 +353,7 @@ class LatentODERegressor(BaseEstimator):
     """
 
     def __init__(self, *, id_col=None, time_col=None, value_cols=None, encoder="odernn", latent_dim=20,
-                 encoder_dim=40, width=50, n_layers=3, dynamics_init="rotations", readout="linear", prior="normal",
+                 encoder_dim=40, width=50, n_layers=3, dynamics_init="rotations", readout="auto", prior="normal",
                  prior_options=None, method="dopri5",
                  rtol=1e-3, atol=1e-4, adjoint="auto", max_num_steps=1000, noise_std="auto", n_samples=1, kl_warmup=10,
                  mask_fraction=0.2, forecast_fraction=0.5, loss_on="all", variable_weight=None, anchor="origin",
@@ -401,7 +425,7 @@ class LatentODERegressor(BaseEstimator):
         check_choice("prior", self.prior, PRIORS)
         check_method("method", self.method)
         check_choice("dynamics_init", self.dynamics_init, DYNAMICS_INIT)
-        check_choice("readout", self.readout, READOUTS)
+        check_choice("readout", self.readout, ("auto",) + READOUTS)
         check_choice("loss_on", self.loss_on, ("all", "hidden"))
         check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
         if self.blend is not None:
@@ -509,14 +533,14 @@ class LatentODERegressor(BaseEstimator):
                          self.n_layers, self.prior, self.prior_options,
                          TRAIN_NOISE if self.noise_std == "auto" else self.noise_std, self.anchor, self.center,
                          self.dynamics_init, getattr(self, "rotation_cycles_", None) or ROTATION_CYCLES,
-                         self.readout)
+                         self.readout_)
 
     def _infer_chunk(self, n_samples: int, q_max: int) -> int:
         """Series per decoded chunk, so that samples x series x queries x (what one query holds) stays within
         ``INFER_ELEMENTS``: the features and latent state, and with ``readout="per_variable"`` its hidden layer
         (features x width)."""
         per_query = self.n_features_in_ + self.latent_dim
-        if self.readout == "per_variable":
+        if self.readout_ == "per_variable":
             per_query += self.n_features_in_ * self.width
         return int(np.clip(INFER_ELEMENTS // (max(n_samples, 1) * max(q_max, 1) * per_query), 1,
                            max(self.batch_size_, INFER_CHUNK)))
@@ -583,6 +607,7 @@ class LatentODERegressor(BaseEstimator):
             c = characteristic_cycles(series, self.scaling_.mean, self.scaling_.std, self.scaling_.time_scale)
             self.rotation_cycles_ = (c / 4.0, 2.0 * c)
         self.variable_weight_ = self._variable_weights(series)
+        self.readout_ = choose_readout(series) if self.readout == "auto" else self.readout
         self.device_ = _distributed.device_for(resolve_device(self.device))
         ctx = _distributed.resolve(self.distributed, self.device_)
         self.world_size_ = ctx.world_size
@@ -934,7 +959,7 @@ class LatentODERegressor(BaseEstimator):
             "time_kind": {"kind": self.time_kind_.kind, "tz": self.time_kind_.tz},
             "scaling": self.scaling_.to_dict(),
             "variable_weight": [float(w) for w in self.variable_weight_],
-            "window": self.window_, "adjoint": bool(self.adjoint_),
+            "window": self.window_, "adjoint": bool(self.adjoint_), "readout": self.readout_,
             "blend": None if self.blend_ is None else np.asarray(self.blend_).tolist(),
             "blend_edges": None if self.blend_ is None else self._gate()[1].tolist(),
             "rotation_cycles": self.rotation_cycles_,
@@ -997,6 +1022,7 @@ class LatentODERegressor(BaseEstimator):
         self.variable_weight_ = np.asarray(cfg.get("variable_weight", np.ones(self.n_features_in_)), dtype=float)
         self.history_ = cfg["history"]
         self.window_ = cfg.get("window")
+        self.readout_ = cfg.get("readout", self.readout)  # models saved before readout="auto" name theirs
         self.blend_ = self.blend_edges_ = None
         if cfg.get("blend") is not None:
             self.blend_, self.blend_edges_ = as_gate(cfg["blend"], cfg.get("blend_edges"))

@@ -127,6 +127,44 @@ def test_estimator_builds_the_field_it_is_asked_for(synth):
         LatentODERegressor(dynamics_init="fourier").fit(df)
 
 
+# ---------------------------------------------------------------------------- readout="auto"
+def _own_times(df, n_vars, per_row):
+    """``df`` with ``n_vars`` variables (copies of v1..v3, shifted), each row observing ``per_row`` of them in turn:
+    every variable is seen at about ``per_row / n_vars`` of the rows."""
+    out = df[["id", "time"]].copy()
+    base = [df[c] for c in ("v1", "v2", "v3")]
+    for j in range(n_vars):
+        out[f"x{j}"] = base[j % 3] + 0.1 * (j // 3)
+    seen = (np.arange(len(df))[:, None] + np.arange(per_row)[None]) % n_vars  # (n_rows, per_row)
+    keep = np.zeros((len(df), n_vars), bool)
+    keep[np.arange(len(df))[:, None], seen] = True
+    cols = [f"x{j}" for j in range(n_vars)]
+    out[cols] = out[cols].where(keep)
+    return out
+
+
+def test_auto_readout_is_per_variable_when_variables_keep_their_own_times(synth, tmp_path):
+    from latentode.decoder import PerVariableReadout
+
+    df, _ = synth
+    dense = LatentODERegressor(**TINY).fit(df)
+    assert dense.readout == "auto" and dense.readout_ == "linear"
+    assert not isinstance(dense.module_.decoder.readout, PerVariableReadout)
+    sparse_df = _own_times(df.ffill().bfill(), n_vars=6, per_row=1)  # each variable at 1/6 of the rows
+    sparse = LatentODERegressor(**TINY).fit(sparse_df)
+    assert sparse.readout == "auto" and sparse.readout_ == "per_variable"
+    assert isinstance(sparse.module_.decoder.readout, PerVariableReadout)
+    # a third of the rows is above the fifth of SPARSE_RATE
+    assert LatentODERegressor(**TINY).fit(_own_times(df.ffill().bfill(), 6, per_row=2)).readout_ == "linear"
+    assert LatentODERegressor(**dict(TINY, readout="linear")).fit(sparse_df).readout_ == "linear"  # a choice is kept
+    sparse.save(tmp_path / "m")
+    again = LatentODERegressor.load(tmp_path / "m")
+    assert again.readout == "auto" and again.readout_ == "per_variable"
+    pd.testing.assert_frame_equal(again.predict(sparse_df), sparse.predict(sparse_df))
+    with pytest.raises(ValueError, match="readout"):
+        LatentODERegressor(readout="mlp").fit(df)
+
+
 # ---------------------------------------------------------------------------- n_threads="auto"
 def test_threads_are_one_inside_and_restored_after(synth, monkeypatch):
     inside = []
