@@ -1,5 +1,5 @@
 """``python -m latentode`` (and ``torchrun ... -m latentode``): the command line of :mod:`latentode.cli`."""
 
-from .cli import main
+from .cli import run
 
-raise SystemExit(main())
+run()

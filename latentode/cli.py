@@ -386,5 +386,13 @@ def main(argv=None) -> int:
         return 1
 
 
+def run() -> None:
+    """``latentode`` and ``python -m latentode``: run :func:`main` and exit with its code (after a torchrun job,
+    without the interpreter's teardown: :func:`latentode._distributed.exit_process`)."""
+    from ._distributed import exit_process
+
+    exit_process(main())
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

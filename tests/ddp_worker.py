@@ -72,8 +72,9 @@ def main(out: Path, mode: str) -> None:
         (out / f"{name}-history-{rank}.json").write_text(json.dumps(est.history_))
         est.predict(df).to_pickle(out / f"{name}-predict-{rank}.pkl")
         (out / f"{name}-estimator-{rank}.pkl").write_bytes(pickle.dumps(est))
-    _distributed.finish()  # as the README asks of a script: the ranks leave together
+    _distributed.finish()  # the ranks leave together
 
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]), sys.argv[2])
+    _distributed.exit_process(0)  # as the CLI leaves: no teardown abort after a finished job

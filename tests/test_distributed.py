@@ -111,6 +111,26 @@ def test_finish_lets_no_rank_leave_before_the_others_are_done(tmp_path):
     _distributed.finish()
 
 
+def test_a_process_that_ended_a_job_exits_without_teardown(monkeypatch):
+    calls = []
+
+    class Exited(Exception):
+        pass
+
+    def fake_exit(code):
+        calls.append(code)
+        raise Exited
+
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    with pytest.raises(SystemExit) as plain:  # no job ended here: a normal exit
+        _distributed.exit_process(3)
+    assert plain.value.code == 3 and calls == []
+    monkeypatch.setattr(_distributed, "_ENDED", True)
+    with pytest.raises(Exited):
+        _distributed.exit_process(0)
+    assert calls == [0]
+
+
 def test_torchrun_cli_fit_writes_one_model(tmp_path, synth):
     df, _ = synth
     data = tmp_path / "data.csv"
