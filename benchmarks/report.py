@@ -510,7 +510,7 @@ def scaling(R: Results) -> str:
 def _scaling(d: dict) -> str:
     recs = d["records"]
     out = [f"Data: {recs[0]['source']}, the first {d['stays']} stays ({recs[0]['n_train']} training series), the "
-           f"defaults with `max_epochs={d['epochs']}` and the global `batch_size` of the table; the last epoch is "
+           f"defaults with `max_epochs={d['epochs']}`, `readout=\"linear\"` and the global `batch_size` of the table; the last epoch is "
            f"timed. Two processes share the machine's 2 cores with one torch thread each. \"Time in all-reduce\" is "
            "the time rank 0 spends in DDP's gradient all-reduce (a blocking communication hook), as a share of the "
            f"epoch's training time, including the wait for the slower rank. Machine: {d['machine']}.", "",
