@@ -401,7 +401,7 @@ STILL_LEARNING = 0.05  # ... and the cycle's last quarter lowered the best by mo
 EMA_DECAY = 0.9  # an added cycle scores and keeps an exponential average of the steps' weights, over about ten steps
 
 
-def training_budget(n_train: int, batch_size, max_epochs, windowed: bool = False) -> tuple[int, int]:
+def training_budget(n_train: int, batch_size, max_epochs) -> tuple[int, int]:
     """``(batch_size, max_epochs)`` with ``"auto"`` resolved; integers are kept as given.
 
     Few training series give few steps an epoch: 90 series in batches of 50 are two steps
@@ -411,13 +411,9 @@ def training_budget(n_train: int, batch_size, max_epochs, windowed: bool = False
     extended (up to ``MAX_AUTO_EPOCHS``, 100) until the fit makes ``MIN_STEPS`` (120) steps
     and reads ``SERIES_VISITS`` (5,000) series, what 20 epochs of 250 series read: 180
     series get 28 epochs, 90 series 56. So a fit on fewer series costs about what one on 250
-    costs, instead of less. More than 250 training series keep 50 and 20, and so do
-    ``windowed`` fits (windows cut from long series): on the weekly CO2 series and on the
-    long oscillator more steps made the forecasts past a window worse.
+    costs, instead of less. More than 250 training series keep 50 and 20. Windows cut from
+    long series count as series.
     """
-    if windowed:
-        return (AUTO_BATCH if isinstance(batch_size, str) else int(batch_size),
-                AUTO_EPOCHS if isinstance(max_epochs, str) else int(max_epochs))
     n = max(int(n_train), 1)
     if isinstance(batch_size, str):
         per_epoch = math.ceil(MIN_STEPS / AUTO_EPOCHS)

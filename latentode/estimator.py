@@ -33,7 +33,7 @@ from .model import CENTERS, LatentODE, reference_and_regime
 from .priors import PRIORS
 
 _FORMAT_VERSION = 1
-WINDOW_STRIDE = 0.5  # training windows start every half window
+WINDOW_STRIDE = 0.125  # training windows (and the gate's backtest windows) start every eighth of a window
 BACKTEST_HORIZON = 1.0  # a windowed model's gate is fitted on forecasts up to this many windows ahead
 ADJOINT_AUTO_POINTS = 200_000  # batch_size x longest series above which adjoint="auto" uses the adjoint
 INFER_CHUNK = 2048  # series per decoded chunk in predict/impute/sample (also capped by INFER_ELEMENTS)
@@ -273,7 +273,9 @@ class LatentODERegressor(BaseEstimator):
     window : "auto", None, float or duration, default="auto"
         Train and predict long series in windows of this length (a number in the time
         column's units, or a duration such as ``"30D"`` for datetimes). Training windows
-        start every half window, each its own example with z0 at its start; a query reads
+        start every eighth of a window (``WINDOW_STRIDE``), each its own example with z0 at
+        its start, and are trained on with the budget of as many whole series
+        (``max_epochs``); a query reads
         the window centred on it (moved inside the data), a forecast the window ending at
         the last observation (``blend`` checks such forecasts up to a window ahead on the
         series itself and falls back on the last value where the model misses more than
@@ -512,7 +514,7 @@ class LatentODERegressor(BaseEstimator):
     def _backtest(self, whole: SeriesSet) -> HeldOut:
         """Forecasts of a windowed model checked on its own long series, for the gate.
 
-        Windows of ``(1 + BACKTEST_HORIZON) * window_`` every half window: the encoder reads
+        Windows of ``(1 + BACKTEST_HORIZON) * window_`` every ``WINDOW_STRIDE`` window: the encoder reads
         the first ``window_`` of each (as :meth:`predict` reads the window that ends at the last
         observation) and the values after it are held out (the fit keeps those outside the
         context's span: the forecasts), so that the gate's forecast distance bins
@@ -627,8 +629,7 @@ class LatentODERegressor(BaseEstimator):
             valid = series.subset(np.sort(perm[:n_valid])) if n_valid else None
             train = series.subset(np.sort(perm[n_valid:])) if n_valid else series
 
-        self.batch_size_, self.max_epochs_ = training_budget(train.n_series, self.batch_size, self.max_epochs,
-                                                             windowed=self.window_ is not None)
+        self.batch_size_, self.max_epochs_ = training_budget(train.n_series, self.batch_size, self.max_epochs)
         self.adjoint_ = self._resolve_adjoint(train)
         cuda = [self.device_.index or 0] if self.device_.type == "cuda" else []
         # the global torch RNG (initialisation, Hutchinson noise of a CNF prior) is seeded here and the

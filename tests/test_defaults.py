@@ -11,7 +11,7 @@ import torch
 
 from latentode import LatentODERegressor
 from latentode import _training
-from latentode._frame import SeriesSet
+from latentode._frame import SeriesSet, validate_frame
 from latentode._windows import auto_window, cut_windows, query_windows
 from latentode.datasets import dynamics
 from latentode.decoder import LatentDynamics, rotation_matrix
@@ -223,7 +223,6 @@ def test_training_budget_gives_few_series_more_steps_and_keeps_integers():
     assert tb(3, "auto", "auto") == (8, 100)       # capped at 100 epochs
     assert tb(14, 50, "auto") == (50, 100)         # a given batch is kept
     assert tb(14, "auto", 7) == (8, 7) and tb(14, 4, 3) == (4, 3)
-    assert tb(14, "auto", "auto", windowed=True) == (50, 20) and tb(14, 4, 3, windowed=True) == (4, 3)
 
 
 def test_auto_budget_is_used_by_fit_and_kept_by_save(synth, tmp_path, monkeypatch):
@@ -233,8 +232,6 @@ def test_auto_budget_is_used_by_fit_and_kept_by_save(synth, tmp_path, monkeypatc
     est = LatentODERegressor(**dict(TINY, batch_size="auto", max_epochs="auto")).fit(df)
     assert (est.batch_size_, est.max_epochs_) == (8, 20)  # 12 // 5 < 8 series; 2 steps an epoch reach 30 in 15
     assert len(est.history_) == 20 and all(h["steps"] == 2 for h in est.history_)
-    windowed = LatentODERegressor(**dict(TINY, batch_size="auto", max_epochs=1)).fit(_long())
-    assert windowed.window_ is not None and windowed.batch_size_ == 50  # windows keep batches of 50
     est.save(tmp_path / "m")
     again = LatentODERegressor.load(tmp_path / "m")
     assert (again.batch_size_, again.max_epochs_) == (8, 20)
@@ -242,6 +239,17 @@ def test_auto_budget_is_used_by_fit_and_kept_by_save(synth, tmp_path, monkeypatc
         LatentODERegressor(max_epochs=0).fit(df)
     with pytest.raises(TypeError, match="batch_size"):
         LatentODERegressor(batch_size="big").fit(df)
+
+
+def test_windows_start_every_eighth_of_a_window_and_count_as_series():
+    long = _long()
+    windowed = LatentODERegressor(**dict(TINY, batch_size="auto", max_epochs=1)).fit(long)
+    lf = validate_frame(long, None, None, None, None, "X")
+    n_windows = cut_windows(lf.series.observed_only(), windowed.window_, windowed.window_ / 8).n_series
+    assert n_windows > 40  # 600 points in windows of about 100, every eighth of a window
+    # budgeted as that many series: batches shrunk to make 6 steps an epoch
+    assert windowed.batch_size_ == _training.training_budget(n_windows, "auto", 1)[0] < 50
+    assert windowed.history_[0]["steps"] == -(-n_windows // windowed.batch_size_) >= 6
 
 
 def test_still_learning_extends_only_a_fit_leaving_its_plateau():
