@@ -168,7 +168,8 @@ state), `long_oscillator` (two series of 400-500 points over 40-50 periods: wind
 of set-a, 41 variables), `co2` (Mauna Loa weekly CO2 from statsmodels, with its missing weeks; windows). The
 generators are in `latentode.datasets.dynamics`; the protocol in `latentode.scoring` and `benchmarks/defaults.py`.
 CO2 needs `pip install -e ".[bench]"`. `python benchmarks/defaults.py` alone runs every dataset with seeds 0, 1
-and 2 in one process; the files here came from these commands, two processes side by side at a time:"""
+and 2 in one process; the files here came from these commands, two to four benchmark processes side by side
+at a time on the 2 cores (`physionet` and the windowed rows beside two or three others; CPU seconds grow with the load):"""
     cmds = "\n".join(f"- `{d['command']}`" for d in files)
     flags = [defaults.curve_flags(r["valid_mse"]) for r in rows]
     plateau = sorted({f"{r['dataset']} seed {r['seed']}" for r, f in zip(rows, flags) if f["plateau"]})

@@ -226,8 +226,8 @@ class LatentODERegressor(BaseEstimator):
         in the cycle's last quarter; :func:`~latentode._training.still_learning`), the
         schedule restarts for one more cycle that runs to 100 epochs, if that is at least as
         long as the first (20 epochs, then 80; ``history_`` records each epoch's ``"cycle"``).
-        Windowed fits (``window``) keep 50 and 20 and one cycle: on the weekly CO2 series more
-        steps made the forecasts past a window worse. The values used are in ``batch_size_``
+        Windowed fits (``window``) count their windows as series and keep one cycle. The
+        values used are in ``batch_size_``
         and ``max_epochs_`` (the epochs scheduled, the added cycle included). In the added
         cycle, early stopping and the weights kept read the validation MSE of an exponential
         moving average of the weights over about the last ten steps (at most an epoch of
