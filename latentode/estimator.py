@@ -117,8 +117,8 @@ class LatentODERegressor(BaseEstimator):
         forecasting models for irregular series do. Both extra terms start at 0. It imputes
         better and forecasts sparse clinical data better, but forecasts smooth dynamics
         worse: on the periodic task's extrapolation (seed 0) its MSE was 24x the linear
-        read-out's (BENCHMARKS.md, "Periodic task"). "auto" (:func:`~latentode.estimator.choose_readout`):
-        "per_variable" when the variables are measured at their own times, the median
+        read-out's (BENCHMARKS.md, "Periodic task"). "auto"
+        (:func:`~latentode.estimator.choose_readout`): "per_variable" when the variables are measured at their own times, the median
         variable at fewer than a fifth (``SPARSE_RATE``) of the times at which the series
         observed anything, as ICU labs and vitals are (PhysioNet 2012: 5%); "linear"
         otherwise (every synthetic dataset of the defaults scoreboard: 40-100%). The choice
@@ -227,12 +227,11 @@ class LatentODERegressor(BaseEstimator):
         schedule restarts for one more cycle that runs to 100 epochs, if that is at least as
         long as the first (20 epochs, then 80; ``history_`` records each epoch's ``"cycle"``).
         Windowed fits (``window``) count their windows as series and keep one cycle. The
-        values used are in ``batch_size_``
-        and ``max_epochs_`` (the epochs scheduled, the added cycle included). In the added
-        cycle, early stopping and the weights kept read the validation MSE of an exponential
-        moving average of the weights over about the last ten steps (at most an epoch of
-        them; :func:`~latentode._training.ema_decay`), which smooths the jumps that steps at
-        the restarted learning rate make.
+        values used are in ``batch_size_`` and ``max_epochs_`` (the epochs scheduled, the
+        added cycle included). In the added cycle, early stopping and the weights kept read
+        the validation MSE of an exponential moving average of the weights over about the
+        last ten steps (at most an epoch of them; :func:`~latentode._training.ema_decay`),
+        which smooths the jumps that steps at the restarted learning rate make.
     lr, weight_decay : float, default=1e-2, 0.0
         Adam settings.
     lr_schedule : {"cosine", "exponential", "constant"}, default="cosine"
