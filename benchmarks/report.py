@@ -27,7 +27,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 README = ROOT / "README.md"
 DEFAULTS_FILES = ("defaults-m.json", "defaults-periodic.json", "defaults-budget-m.json", "defaults-l.json",
-                  "defaults-budget-l.json", "defaults-windows.json")
+                  "defaults-budget-l.json", "defaults-co2.json", "defaults-long.json")
 
 #: the rows of the reduced PhysioNet forecasting ablation: (change from the defaults, model, one file per seed).
 #: The defaults choose readout="per_variable" on PhysioNet, so the runs that spell it out are the defaults' runs.
@@ -169,7 +169,7 @@ of set-a, 41 variables), `co2` (Mauna Loa weekly CO2 from statsmodels, with its 
 generators are in `latentode.datasets.dynamics`; the protocol in `latentode.scoring` and `benchmarks/defaults.py`.
 CO2 needs `pip install -e ".[bench]"`. `python benchmarks/defaults.py` alone runs every dataset with seeds 0, 1
 and 2 in one process; the files here came from these commands, two to four benchmark processes side by side
-at a time on the 2 cores (`physionet` and the windowed rows beside two or three others; CPU seconds grow with the load):"""
+at a time on the 2 cores (`physionet` beside two or three others; CPU seconds grow with the load):"""
     cmds = "\n".join(f"- `{d['command']}`" for d in files)
     flags = [defaults.curve_flags(r["valid_mse"]) for r in rows]
     plateau = sorted({f"{r['dataset']} seed {r['seed']}" for r, f in zip(rows, flags) if f["plateau"]})

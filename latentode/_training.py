@@ -398,6 +398,9 @@ MAX_AUTO_EPOCHS = 100
 SERIES_VISITS = AUTO_EPOCHS * 250  # ... and the fewest series a fit reads: as many as 20 epochs of 250 series
 PLATEAU_SHARE = 0.5  # max_epochs="auto" adds a cycle while the best validation MSE is above this share of the first's
 STILL_LEARNING = 0.05  # ... and the cycle's last quarter lowered the best by more than this share
+STILL_FAST = 0.2  # ... or, whether on the plateau or not, the last quarter lowered the best by more than this share
+MIN_PATIENCE = 10  # patience="auto" waits this many epochs at least ...
+PATIENCE_SHARE = 0.25  # ... or this share of the cycle's epochs, if more
 EMA_DECAY = 0.9  # an added cycle scores and keeps an exponential average of the steps' weights, over about ten steps
 
 
@@ -431,15 +434,31 @@ def still_learning(valid, cycle_epochs: int) -> bool:
     ``valid``: the validation MSE of every epoch so far. Yes when the fit has not left its
     initial plateau (its best is above ``PLATEAU_SHARE``, a half, of the first epoch's) and is
     leaving it (the last quarter of the cycle lowered the best by more than
-    ``STILL_LEARNING``, 5%). A fit that learned what it could stops; so does one that has not
-    begun to learn, such as data that nothing predicts.
+    ``STILL_LEARNING``, 5%), and when, plateau or not, the last quarter lowered the best by
+    more than ``STILL_FAST`` (20%): the schedule ended while the fit still learned fast. A fit
+    that learned what it could stops; so does one that has not begun to learn, such as data
+    that nothing predicts.
     """
     v = np.asarray(valid, dtype=float)
     k = max(1, math.ceil(cycle_epochs / 4))
     if len(v) <= k or not np.isfinite(v).any():  # (a NaN first epoch fails the comparisons below)
         return False
     before, tail = np.nanmin(v[:-k]) if np.isfinite(v[:-k]).any() else np.inf, np.nanmin(v[-k:])
-    return bool(min(before, tail) > PLATEAU_SHARE * v[0] and tail < (1 - STILL_LEARNING) * before)
+    leaving = min(before, tail) > PLATEAU_SHARE * v[0] and tail < (1 - STILL_LEARNING) * before
+    return bool(leaving or tail < (1 - STILL_FAST) * before)
+
+
+def cycle_patience(patience, cycle_epochs: int):
+    """Epochs without improvement before stopping, within a cycle of ``cycle_epochs`` epochs (None: never stop).
+
+    ``"auto"``: ``MIN_PATIENCE`` (10), or ``PATIENCE_SHARE`` (a quarter) of the cycle if longer, so that a
+    budget of 56 epochs waits 14 and one of 93 waits 24: early in a long cosine cycle the learning rate is still
+    high and the validation MSE of a fit on few series (or windows of a few long ones) still jumps. An integer is
+    kept as given.
+    """
+    if isinstance(patience, str):
+        return max(MIN_PATIENCE, math.ceil(PATIENCE_SHARE * int(cycle_epochs)))
+    return patience
 
 
 def ema_decay(steps_per_epoch: int) -> float:
@@ -484,7 +503,7 @@ def scheduled_epochs(first: int, cycles: int) -> int:
 
 
 def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling, est, rng, generator, solver,
-             device, ctx=SINGLE, budget=None, extend=False) -> list[dict]:
+             device, ctx=SINGLE, budget=None, extend=False, average=False) -> list[dict]:
     """Adam over ``max_epochs`` epochs (more cycles of them with ``extend``) with early stopping on the validation MSE.
 
     ``budget``: ``(batch_size, max_epochs)`` to use instead of the estimator's (what
@@ -505,6 +524,11 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
     rate make; the best scored weights (lowest validation MSE, or the last without
     validation) are loaded into ``model``. Returns the per-epoch history.
 
+    ``average`` (windowed fits): score and keep the weight average from the first step on, not
+    only in an added cycle. The windows of a few long series overlap and their validation
+    windows are few, so a single step at a high learning rate moves the validation MSE by up
+    to 3x; the average does not.
+
     Under data parallelism (``ctx``) the model is wrapped in DDP for the epochs, every rank
     draws the same permutation from ``rng``, and the validation MSE is all-reduced, so that
     every rank stops at the same epoch with the same weights; only rank 0 shows progress.
@@ -522,9 +546,13 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
     kind = "exponential" if est.lr_decay < 1 else est.lr_schedule
     scheduler = lr_schedule(optimizer, est.lr_decay, kind, max_epochs * steps_per_epoch, steps_per_epoch)
     history, best, best_state, waited, norms = [], np.inf, None, 0, None
+    patience = cycle_patience(est.patience, max_epochs)
     bar = tqdm(total=max_epochs, disable=not (est.verbose and ctx.is_main), desc="fit", unit="epoch")
     epoch, total, cycle, length = 0, max_epochs, 1, max_epochs
     averaged, scored = None, model  # the weights scored and kept: the model's own, or their average
+    if average and ema_decay(steps_per_epoch) > 0:
+        averaged = WeightAverage(model, ema_decay(steps_per_epoch))
+        scored = averaged.average
     try:
         while epoch < total:
             t0 = time.perf_counter()
@@ -544,7 +572,7 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
                     best_state = copy.deepcopy(scored.state_dict())
                 elif epoch >= est.kl_warmup:  # no stopping while the KL weight still grows
                     waited += 1
-                    if est.patience is not None and waited >= est.patience:
+                    if patience is not None and waited >= patience:
                         break
             if (epoch == total and extend and valid is not None and MAX_AUTO_EPOCHS - total >= length
                     and still_learning([r["valid_mse"] for r in history], length)):
@@ -553,6 +581,7 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
                 bar.total = total
                 scheduler = lr_schedule(optimizer, est.lr_decay, kind, length * steps_per_epoch, steps_per_epoch)
                 waited = 0  # the patience counts within a cycle: the restarted rate first raises the error
+                patience = cycle_patience(est.patience, length)
                 decay = ema_decay(steps_per_epoch)
                 if decay > 0:
                     averaged = WeightAverage(model, decay)

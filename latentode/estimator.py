@@ -223,15 +223,18 @@ class LatentODERegressor(BaseEstimator):
         as many series as 20 epochs of 250 (180 series: 28 epochs). Those epochs are one
         cycle of ``lr_schedule``: when a cycle ends with the fit still leaving its initial
         plateau (best validation MSE above half the first epoch's, and lowered by more than 5%
-        in the cycle's last quarter; :func:`~latentode._training.still_learning`), the
+        in the cycle's last quarter), or still learning fast (the last quarter lowered the
+        best by more than 20%; :func:`~latentode._training.still_learning`), the
         schedule restarts for one more cycle that runs to 100 epochs, if that is at least as
         long as the first (20 epochs, then 80; ``history_`` records each epoch's ``"cycle"``).
-        Windowed fits (``window``) count their windows as series and keep one cycle. The
-        values used are in ``batch_size_`` and ``max_epochs_`` (the epochs scheduled, the
+        The values used are in ``batch_size_`` and ``max_epochs_`` (the epochs scheduled, the
         added cycle included). In the added cycle, early stopping and the weights kept read
         the validation MSE of an exponential moving average of the weights over about the
         last ten steps (at most an epoch of them; :func:`~latentode._training.ema_decay`),
-        which smooths the jumps that steps at the restarted learning rate make.
+        which smooths the jumps that steps at the restarted learning rate make. Windowed
+        fits (``window``) count their windows as series and keep one cycle, scored by that
+        average from the first step on: their validation windows are few and overlap, and
+        a single step moved their validation MSE by up to 3x.
     lr, weight_decay : float, default=1e-2, 0.0
         Adam settings.
     lr_schedule : {"cosine", "exponential", "constant"}, default="cosine"
@@ -253,10 +256,13 @@ class LatentODERegressor(BaseEstimator):
     validation_fraction : float, default=0.1
         Share of series held out for early stopping (0 disables it); at least one series
         is always kept for training.
-    patience : int or None, default=10
+    patience : "auto", int or None, default="auto"
         Epochs without improvement of the validation MSE before stopping (counted after
-        the KL warm-up); the best weights are restored. None: no stopping (the best
-        weights are still restored).
+        the KL warm-up, and afresh in a cycle that ``max_epochs="auto"`` adds); the best
+        weights are restored. "auto": 10, or a quarter of the cycle's epochs if more (a
+        56-epoch budget waits 14 epochs, a 93-epoch one 24), since early in a long cosine
+        cycle the learning rate is still high and the validation MSE of a fit on few
+        series still jumps. None: no stopping (the best weights are still restored).
     blend : {"auto", None}, default="auto"
         "auto": after training, a gate per variable between the model's read-out and the
         linear interpolation in time of the context's values (the last value past the
@@ -363,7 +369,7 @@ class LatentODERegressor(BaseEstimator):
                  max_epochs="auto", batch_size="auto", lr=1e-2, weight_decay=0.0, lr_schedule="cosine", lr_decay=1.0,
                  max_grad_norm="auto",
                  validation_fraction=0.1,
-                 patience=10, blend="auto", window="auto", n_threads="auto", device="auto", distributed="auto",
+                 patience="auto", blend="auto", window="auto", n_threads="auto", device="auto", distributed="auto",
                  random_state=None, verbose=0):
         self.id_col = id_col
         self.time_col = time_col
@@ -451,7 +457,10 @@ class LatentODERegressor(BaseEstimator):
         check_number("kl_warmup", self.kl_warmup, low=0, integer=True)
         if not (isinstance(self.noise_std, str) and self.noise_std == "auto"):
             check_number("noise_std", self.noise_std, low=0, low_open=True, allow_none=True)
-        check_number("patience", self.patience, low=1, integer=True, allow_none=True)
+        if isinstance(self.patience, str) and self.patience != "auto":
+            raise InputTypeError(f"patience must be 'auto', None or a positive integer, got {self.patience!r}.")
+        if not isinstance(self.patience, str):
+            check_number("patience", self.patience, low=1, integer=True, allow_none=True)
         for name in ("rtol", "atol", "lr", "step_size"):
             check_number(name, getattr(self, name), low=0, low_open=True)
         check_number("weight_decay", self.weight_decay, low=0)
@@ -641,7 +650,8 @@ class LatentODERegressor(BaseEstimator):
             # "auto" epochs on whole series: more cycles while the fit is leaving its initial plateau
             extend = isinstance(self.max_epochs, str) and self.window_ is None
             self.history_ = fit_loop(self.module_, train, valid, self.scaling_, self, rng, generator,
-                                     self._solver(), self.device_, ctx, (self.batch_size_, self.max_epochs_), extend)
+                                     self._solver(), self.device_, ctx, (self.batch_size_, self.max_epochs_), extend,
+                                     average=self.window_ is not None)
         cycles = max((r.get("cycle", 1) for r in self.history_), default=1)
         self.max_epochs_ = scheduled_epochs(self.max_epochs_, cycles)
         self.module_.eval()

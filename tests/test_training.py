@@ -100,6 +100,20 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(synth, m
     assert len(est.history_) == 4
 
 
+def test_auto_patience_waits_a_quarter_of_a_long_cycle_and_ten_epochs_of_a_short_one(synth, monkeypatch):
+    assert training.cycle_patience("auto", 20) == 10 and training.cycle_patience("auto", 93) == 24
+    assert training.cycle_patience(3, 93) == 3 and training.cycle_patience(None, 93) is None
+    monkeypatch.setattr(training, "MIN_PATIENCE", 2)  # small enough to show both sides in a few epochs
+    curve = [0.5, 0.4] + [0.6] * 10
+    lengths = {}
+    for epochs in (6, 12):   # patience max(2, 2) = 2 and max(2, 3) = 3
+        _scripted_validation(monkeypatch, curve)
+        est = LatentODERegressor(**dict(TINY, max_epochs=epochs, validation_fraction=0.3, patience="auto",
+                                        kl_warmup=0)).fit(synth[0])
+        lengths[epochs] = len(est.history_)
+    assert lengths == {6: 4, 12: 5}
+
+
 def test_ctrl_c_keeps_the_best_weights_and_marks_the_history(synth, monkeypatch):
     states = _scripted_validation(monkeypatch, [0.3, 0.5, 0.1])
     step, n = training.train_step, []
