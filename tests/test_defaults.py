@@ -317,8 +317,8 @@ def test_ema_decay_reaches_back_at_most_an_epoch():
     assert _training.ema_decay(2) == 0.5 and _training.ema_decay(1) == 0.0
 
 
-def test_added_cycles_score_and_keep_the_average_of_the_steps(synth, monkeypatch):
-    df, _ = synth
+def _spy_weights(monkeypatch):
+    """``(raw, scored)``: the model's weights after each epoch, and the weights each validation scored with its MSE."""
     raw, scored = [], []
     run_epoch, evaluate_mse = _training.run_epoch, _training.evaluate_mse
 
@@ -334,6 +334,12 @@ def test_added_cycles_score_and_keep_the_average_of_the_steps(synth, monkeypatch
 
     monkeypatch.setattr(_training, "run_epoch", spy_epoch)
     monkeypatch.setattr(_training, "evaluate_mse", spy_eval)
+    return raw, scored
+
+
+def test_added_cycles_score_and_keep_the_average_of_the_steps(synth, monkeypatch):
+    df, _ = synth
+    raw, scored = _spy_weights(monkeypatch)
     monkeypatch.setattr(_training, "still_learning", lambda valid, n: len(valid) == 2)  # one more cycle
     monkeypatch.setattr(_training, "MIN_STEPS", 2)
     monkeypatch.setattr(_training, "SERIES_VISITS", 1)
@@ -370,28 +376,15 @@ def test_added_cycles_score_and_keep_the_average_of_the_steps(synth, monkeypatch
 
 # ---------------------------------------------------------------------------- windows
 def test_windowed_fits_score_and_keep_the_average_of_the_steps_from_the_start(monkeypatch):
-    raw, scored = [], []
-    run_epoch, evaluate_mse = _training.run_epoch, _training.evaluate_mse
-
-    def spy_epoch(net, model, *args, **kwargs):
-        out = run_epoch(net, model, *args, **kwargs)
-        raw.append({k: v.clone() for k, v in model.state_dict().items()})
-        return out
-
-    def spy_eval(model, *args, **kwargs):
-        scored.append({k: v.clone() for k, v in model.state_dict().items()})
-        return evaluate_mse(model, *args, **kwargs)
-
-    monkeypatch.setattr(_training, "run_epoch", spy_epoch)
-    monkeypatch.setattr(_training, "evaluate_mse", spy_eval)
+    raw, scored = _spy_weights(monkeypatch)
     settings = dict(TINY, batch_size="auto", max_epochs=2, validation_fraction=0.2, patience=None, noise_std=0.05)
     key = "decoder.readout.weight"
     est = LatentODERegressor(**settings).fit(_long())
     assert est.window_ is not None and est.history_[0]["steps"] > 1
-    assert len(raw) == len(scored) == 2 and not any(torch.equal(r[key], s[key]) for r, s in zip(raw, scored))
+    assert len(raw) == len(scored) == 2 and not any(torch.equal(r[key], s[key]) for r, (s, _) in zip(raw, scored))
     raw.clear(), scored.clear()
     LatentODERegressor(**dict(settings, window=None)).fit(_long())  # whole series: the weights themselves
-    assert len(raw) == 2 and all(torch.equal(r[key], s[key]) for r, s in zip(raw, scored))
+    assert len(raw) == 2 and all(torch.equal(r[key], s[key]) for r, (s, _) in zip(raw, scored))
 
 
 def _long(n_points=600, span=60.0, seed=0):
