@@ -550,8 +550,9 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
     bar = tqdm(total=max_epochs, disable=not (est.verbose and ctx.is_main), desc="fit", unit="epoch")
     epoch, total, cycle, length = 0, max_epochs, 1, max_epochs
     averaged, scored = None, model  # the weights scored and kept: the model's own, or their average
-    if average and ema_decay(steps_per_epoch) > 0:
-        averaged = WeightAverage(model, ema_decay(steps_per_epoch))
+    decay = ema_decay(steps_per_epoch)
+    if average and decay > 0:
+        averaged = WeightAverage(model, decay)
         scored = averaged.average
     try:
         while epoch < total:
@@ -582,7 +583,6 @@ def fit_loop(model, train: SeriesSet, valid: SeriesSet | None, scaling: Scaling,
                 scheduler = lr_schedule(optimizer, est.lr_decay, kind, length * steps_per_epoch, steps_per_epoch)
                 waited = 0  # the patience counts within a cycle: the restarted rate first raises the error
                 patience = cycle_patience(est.patience, length)
-                decay = ema_decay(steps_per_epoch)
                 if decay > 0:
                     averaged = WeightAverage(model, decay)
                     scored = averaged.average

@@ -448,19 +448,16 @@ class LatentODERegressor(BaseEstimator):
                              "forecast_fraction above 0.")
         for name in ("latent_dim", "encoder_dim", "width", "n_layers", "max_num_steps", "n_samples"):
             check_number(name, getattr(self, name), low=1, integer=True)
-        for name in ("max_epochs", "batch_size"):
+        for name, none in (("max_epochs", False), ("batch_size", False), ("patience", True)):
             value = getattr(self, name)
             if isinstance(value, str) and value != "auto":
-                raise InputTypeError(f"{name} must be 'auto' or a positive integer, got {value!r}.")
+                raise InputTypeError(f"{name} must be 'auto'{', None' if none else ''} or a positive integer, "
+                                     f"got {value!r}.")
             if not isinstance(value, str):
-                check_number(name, value, low=1, integer=True)
+                check_number(name, value, low=1, integer=True, allow_none=none)
         check_number("kl_warmup", self.kl_warmup, low=0, integer=True)
         if not (isinstance(self.noise_std, str) and self.noise_std == "auto"):
             check_number("noise_std", self.noise_std, low=0, low_open=True, allow_none=True)
-        if isinstance(self.patience, str) and self.patience != "auto":
-            raise InputTypeError(f"patience must be 'auto', None or a positive integer, got {self.patience!r}.")
-        if not isinstance(self.patience, str):
-            check_number("patience", self.patience, low=1, integer=True, allow_none=True)
         for name in ("rtol", "atol", "lr", "step_size"):
             check_number(name, getattr(self, name), low=0, low_open=True)
         check_number("weight_decay", self.weight_decay, low=0)

@@ -112,6 +112,10 @@ def test_auto_patience_waits_a_quarter_of_a_long_cycle_and_ten_epochs_of_a_short
                                         kl_warmup=0)).fit(synth[0])
         lengths[epochs] = len(est.history_)
     assert lengths == {6: 4, 12: 5}
+    with pytest.raises(TypeError, match="patience must be 'auto', None or a positive integer"):
+        LatentODERegressor(**dict(TINY, patience="soon")).fit(synth[0])
+    with pytest.raises(ValueError, match="patience"):
+        LatentODERegressor(**dict(TINY, patience=0)).fit(synth[0])
 
 
 def test_ctrl_c_keeps_the_best_weights_and_marks_the_history(synth, monkeypatch):
